@@ -1,0 +1,28 @@
+# imageshelf: `make run` starts the whole service locally, `make test` runs every test.
+# Both create .venv (Python 3.12, the Lambda runtime) and install the pinned dependencies.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STAGE ?= dev
+
+.PHONY: run test lint bench package deploy provision clean
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	@test -x $(PY) || "$$(tools/find-python)" -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@touch $@
+
+run: $(STAMP)
+	$(PY) -m tools.devserver $(if $(PORT),--port $(PORT)) $(if $(S3_PORT),--s3-port $(S3_PORT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) build .pytest_cache test-artifacts

@@ -1,0 +1,66 @@
+"""imageshelf: presigned uploads to S3, renditions made on upload events, a gallery and a JSON API.
+
+Each route parses its input, calls into ``chalicelib`` and answers; the work is there.
+"""
+
+import json
+import logging
+
+from chalice import Chalice
+
+from chalicelib import gallery, http, images, processing, storage, uploads
+from chalicelib.config import get_settings, upload_bucket_name
+
+app = Chalice(app_name="imageshelf")
+app.register_middleware(http.middleware, "http")
+app.log.setLevel(logging.INFO)  # one JSON line per processed upload
+
+
+@app.route("/ping")
+def ping():
+    return {"message": "pong"}
+
+
+@app.route("/uploads", methods=["POST"], content_types=uploads.REQUEST_CONTENT_TYPES)
+@http.json_errors
+def create_upload():
+    upload = uploads.create(app.current_request.raw_body, get_settings())
+    return http.created(upload, upload["status_url"])
+
+
+@app.route("/images")
+@http.json_errors
+def list_images():
+    return images.page(app.current_request.query_params, get_settings())
+
+
+@app.route("/images/{image_id}")
+@http.json_errors
+def get_image(image_id):
+    return images.get(image_id, get_settings())
+
+
+@app.route("/images/{image_id}", methods=["DELETE"])
+@http.json_errors
+def delete_image(image_id):
+    images.delete(image_id, app.current_request.headers.get("authorization"), get_settings())
+    return http.no_content()
+
+
+@app.route("/")
+@http.json_errors
+def gallery_page():
+    settings = get_settings()
+    return gallery.page_response(images.page({}, settings), settings, storage.origins(settings))
+
+
+@app.route("/static/{name}")
+@http.json_errors
+def static_asset(name):
+    return gallery.asset_response(name)
+
+
+@app.on_s3_event(bucket=upload_bucket_name(), events=["s3:ObjectCreated:*"], prefix=storage.UPLOAD_PREFIX)
+def resize(event):
+    outcome = processing.process_upload(event.bucket, event.key, get_settings())
+    app.log.info(json.dumps(outcome.as_log(), ensure_ascii=False))

@@ -1,0 +1,1 @@
+"""imageshelf's library: everything app.py calls into."""

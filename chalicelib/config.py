@@ -1,0 +1,167 @@
+"""Settings: every environment variable imageshelf reads, its default and validation.
+
+Nothing else in the app reads ``os.environ``. Settings are read per call rather
+than at import, because Chalice (and its test client) applies a stage's
+environment variables only while a request or event is being handled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+MIB = 1024 * 1024
+
+# Content types a client may declare when asking for an upload URL. The resize
+# handler never trusts this: it sniffs the real type from the bytes.
+UPLOAD_CONTENT_TYPES: tuple[str, ...] = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/tiff",
+    "image/bmp",
+    "image/avif",
+)
+
+_ENV_NAMES = (
+    "STAGE",
+    "UPLOAD_BUCKET",
+    "IMAGES_BUCKET",
+    "MAX_UPLOAD_BYTES",
+    "MAX_PIXELS",
+    "MAX_FRAMES",
+    "RENDITIONS",
+    "UPLOAD_URL_EXPIRES",
+    "DOWNLOAD_URL_EXPIRES",
+    "PUBLIC_BASE_URL",
+    "ADMIN_TOKEN",
+    "PENDING_TIMEOUT",
+    "DELETE_ORIGINALS",
+    "ALLOWED_ORIGINS",
+)
+
+_RENDITION = re.compile(r"^([a-z][a-z0-9_-]{0,31}):([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
+
+
+class ConfigError(ValueError):
+    """A setting has a value imageshelf cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str = "local"
+    upload_bucket: str = "imageshelf-local-uploads"
+    images_bucket: str = "imageshelf-local-images"
+    max_upload_bytes: int = 20 * MIB
+    max_pixels: int = 50_000_000
+    max_frames: int = 500
+    renditions: tuple[tuple[str, tuple[int, int]], ...] = (
+        ("thumb", (400, 400)),
+        ("large", (1600, 1600)),
+    )
+    upload_url_expires: int = 300
+    download_url_expires: int = 3600
+    public_base_url: str = ""
+    admin_token: str = ""
+    pending_timeout: int = 900
+    delete_originals: bool = False
+    allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8000", "http://localhost:8000")
+
+    @property
+    def deletion_enabled(self) -> bool:
+        return bool(self.admin_token)
+
+
+def get_settings() -> Settings:
+    """The settings in force now, read from the environment (cached per environment)."""
+    return _settings_from(tuple(os.environ.get(name) for name in _ENV_NAMES))
+
+
+def upload_bucket_name() -> str:
+    """The upload bucket, for the S3 event decorator, which Chalice reads at import."""
+    return get_settings().upload_bucket
+
+
+@lru_cache(maxsize=8)
+def _settings_from(values: tuple[str | None, ...]) -> Settings:
+    env = {name: value for name, value in zip(_ENV_NAMES, values) if value not in (None, "")}
+    defaults = Settings()
+    return Settings(
+        stage=env.get("STAGE", defaults.stage),
+        upload_bucket=_bucket(env, "UPLOAD_BUCKET", defaults.upload_bucket),
+        images_bucket=_bucket(env, "IMAGES_BUCKET", defaults.images_bucket),
+        max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", defaults.max_upload_bytes, 1, 5 * 1024 * MIB),
+        max_pixels=_int(env, "MAX_PIXELS", defaults.max_pixels, 1, 1_000_000_000),
+        max_frames=_int(env, "MAX_FRAMES", defaults.max_frames, 1, 100_000),
+        renditions=parse_renditions(env["RENDITIONS"]) if "RENDITIONS" in env else defaults.renditions,
+        upload_url_expires=_int(env, "UPLOAD_URL_EXPIRES", defaults.upload_url_expires, 10, 3600),
+        download_url_expires=_int(env, "DOWNLOAD_URL_EXPIRES", defaults.download_url_expires, 60, 7 * 24 * 3600),
+        public_base_url=env.get("PUBLIC_BASE_URL", "").rstrip("/"),
+        admin_token=env.get("ADMIN_TOKEN", ""),
+        pending_timeout=_int(env, "PENDING_TIMEOUT", defaults.pending_timeout, 10, 7 * 24 * 3600),
+        delete_originals=_bool(env, "DELETE_ORIGINALS", defaults.delete_originals),
+        allowed_origins=_origins(env, "ALLOWED_ORIGINS", defaults.allowed_origins),
+    )
+
+
+def parse_renditions(spec: str) -> tuple[tuple[str, tuple[int, int]], ...]:
+    """Parse ``"thumb:400x400,large:1600x1600"`` into ``(("thumb", (400, 400)), ...)``."""
+    result: list[tuple[str, tuple[int, int]]] = []
+    for part in spec.split(","):
+        match = _RENDITION.match(part.strip())
+        if not match:
+            raise ConfigError(
+                f"RENDITIONS: {part.strip()!r} is not NAME:WIDTHxHEIGHT "
+                "(lowercase name, sizes 1..99999), e.g. thumb:400x400,large:1600x1600"
+            )
+        name, width, height = match.group(1), int(match.group(2)), int(match.group(3))
+        if any(name == seen for seen, _ in result):
+            raise ConfigError(f"RENDITIONS: the name {name!r} appears twice")
+        result.append((name, (width, height)))
+    return tuple(result)
+
+
+def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: {raw!r} is not true or false")
+
+
+def _bucket(env: dict[str, str], name: str, default: str) -> str:
+    value = env.get(name, default)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value):
+        raise ConfigError(f"{name}: {value!r} is not a valid S3 bucket name")
+    return value
+
+
+def _origins(env: dict[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigError(f"{name}: {origin!r} is not an origin like https://example.com")
+    return origins

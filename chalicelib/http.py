@@ -1,0 +1,74 @@
+"""HTTP glue: errors as ``{"error": {"code", "message"}}``, and the headers every answer carries."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from chalice import Response
+
+from .errors import ImageshelfError
+
+log = logging.getLogger("imageshelf")
+
+# Chalice answers some requests itself (unknown method, bad content type, a crash in a
+# view); their codes are mapped onto ours so every error has one shape.
+_CHALICE_CODES = {
+    "BadRequestError": "invalid_request",
+    "BadRequest": "invalid_request",
+    "UnauthorizedError": "unauthorized",
+    "ForbiddenError": "forbidden",
+    "NotFoundError": "not_found",
+    "MethodNotAllowedError": "method_not_allowed",
+    "UnsupportedMediaType": "invalid_request",
+    "InternalServerError": "internal_error",
+}
+_INTERNAL = "Something went wrong on our side; try again. If it keeps happening, the API function's logs say why."
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def json_errors(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Answer an ImageshelfError raised by ``view`` with its status and JSON body."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except ImageshelfError as error:
+            return error_response(error)
+
+    return wrapper
+
+
+def error_response(error: ImageshelfError) -> Response:
+    return Response(body=error.to_dict(), status_code=error.status)
+
+
+def middleware(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """Chalice ``http`` middleware: one error shape, and security headers on every answer."""
+    response = get_response(event)
+    body = response.body
+    if isinstance(body, dict) and set(body) == {"Code", "Message"}:
+        code = _CHALICE_CODES.get(body["Code"], "internal_error")
+        message = _INTERNAL if code == "internal_error" else str(body["Message"])
+        response.body = {"error": {"code": code, "message": message}}
+        response.headers["Content-Type"] = "application/json"
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def created(body: dict[str, Any], location: str) -> Response:
+    return Response(body=body, status_code=201, headers={"Location": location})
+
+
+def no_content() -> Response:
+    return Response(body="", status_code=204)

@@ -1,0 +1,115 @@
+"""The images API: listing, one image, deletion, and the JSON shape of an Image."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+from typing import Any
+
+from . import storage
+from .config import Settings
+from .errors import ImageshelfError
+
+DEFAULT_LIMIT = 24
+MAX_LIMIT = 100
+
+
+def to_json(record: storage.Record, settings: Settings, now: datetime | None = None) -> dict[str, Any]:
+    """An Image as the API and the gallery show it."""
+    status, error = record.status, None
+    if record.status == "failed":
+        error = {"code": record.error_code or "internal_error", "message": record.error_message or ""}
+    elif record.status == "pending" and _age(record, now) > settings.pending_timeout:
+        # Lambda gave up on the event (or never ran): say so rather than spin forever.
+        status = "failed"
+        error = {
+            "code": "processing_timeout",
+            "message": f"The image was not processed within {settings.pending_timeout} seconds. "
+            "Upload it again; if this persists, check the resize function's logs.",
+        }
+    image: dict[str, Any] = {
+        "id": record.id,
+        "status": status,
+        "created_at": record.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "original": {
+            "filename": record.filename,
+            "content_type": record.content_type,
+            "bytes": record.bytes,
+            "width": record.width,
+            "height": record.height,
+            "format": record.format,
+        },
+        "renditions": [
+            {
+                "name": r.name,
+                "url": storage.rendition_url(r.key, settings),
+                "width": r.width,
+                "height": r.height,
+                "content_type": r.content_type,
+                "bytes": r.bytes,
+            }
+            for r in record.renditions
+        ],
+    }
+    if error:
+        image["error"] = error
+    return image
+
+
+def _age(record: storage.Record, now: datetime | None) -> float:
+    return ((now or datetime.now(UTC)) - record.created_at).total_seconds()
+
+
+def parse_page_args(params: dict[str, str] | None) -> tuple[int, str | None]:
+    """``limit`` (1..100, default 24) and ``cursor`` from a query string."""
+    params = params or {}
+    raw_limit = params.get("limit", str(DEFAULT_LIMIT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise ImageshelfError("invalid_request", f"'limit' must be a whole number from 1 to {MAX_LIMIT}.")
+    cursor = params.get("cursor") or None
+    if cursor is not None and not storage.is_id(cursor):
+        raise ImageshelfError("invalid_request", "'cursor' is not valid: pass the next_cursor of the previous page.")
+    return int(raw_limit), cursor
+
+
+def page(params: dict[str, str] | None, settings: Settings) -> dict[str, Any]:
+    """``GET /images``: a page of images, newest first."""
+    limit, cursor = parse_page_args(params)
+    records, next_cursor = storage.list_images(limit, cursor, settings)
+    return {"images": [to_json(r, settings) for r in records], "next_cursor": next_cursor}
+
+
+def get(image_id: str, settings: Settings) -> dict[str, Any]:
+    """``GET /images/{id}``: one image, or pending when only its upload exists yet."""
+    _check_id(image_id)
+    record = storage.get_record(image_id, settings)
+    if record is None:
+        if not storage.upload_exists(image_id, settings):
+            raise _not_found(image_id)
+        record = storage.Record(id=image_id, status="pending", filename="", bytes=0)
+    return to_json(record, settings)
+
+
+def delete(image_id: str, authorization: str | None, settings: Settings) -> None:
+    """``DELETE /images/{id}``: needs ``Authorization: Bearer <ADMIN_TOKEN>``."""
+    if not settings.deletion_enabled:
+        raise ImageshelfError("forbidden", "Deletion is disabled: set ADMIN_TOKEN to enable it.")
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ImageshelfError("unauthorized", "Send 'Authorization: Bearer <ADMIN_TOKEN>' to delete images.")
+    if not hmac.compare_digest(token.strip().encode(), settings.admin_token.encode()):
+        raise ImageshelfError("forbidden", "That token is not the admin token.")
+    _check_id(image_id)
+    if not storage.delete_image(image_id, settings):
+        raise _not_found(image_id)
+
+
+def _check_id(image_id: str) -> None:
+    # Validated before any S3 call: no user input reaches a key unchecked.
+    if not storage.is_id(image_id):
+        raise _not_found(image_id)
+
+
+def _not_found(image_id: str) -> ImageshelfError:
+    shown = image_id if len(image_id) <= 40 else image_id[:40] + "…"
+    return ImageshelfError("not_found", f"No image has the id {shown!r}.")

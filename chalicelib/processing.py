@@ -1,0 +1,130 @@
+"""The resize handler's work: one uploaded object in, renditions and a status record out.
+
+Storage does the S3 calls and imaging the pixels; this module only orders them so that
+every delivery of an event, duplicated or racing or retried after a crash, ends in the
+same state, and nothing is lost:
+
+1. refuse keys outside the watched prefix (the handler can never run on its own output);
+2. HEAD the object: size is checked before any byte is downloaded;
+3. a final record already there means this event was handled: do nothing;
+4. write a ``pending`` record (the gallery shows the upload while it is processed);
+5. read, decode and resize, then write every rendition;
+6. write the final ``ready`` (or ``failed``) record last, then drop the pending one,
+   so an image is listed as ready only once all its renditions exist.
+
+S3 errors that survive the client's retries are raised, so Lambda retries the event;
+problems with the image itself are recorded as ``failed`` with a stable code, and the
+original is kept.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import storage
+from .config import Settings
+from .errors import ImageshelfError
+
+
+@dataclass
+class Outcome:
+    """What one invocation did: logged as one JSON line per event."""
+
+    key: str
+    outcome: str = "ignored"  # ready | failed | duplicate | ignored
+    image_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    durations_ms: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+
+    def as_log(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class _Timer:
+    def __init__(self, outcome: Outcome, name: str) -> None:
+        self.outcome, self.name = outcome, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = (time.perf_counter() - self.start) * 1000
+        self.outcome.durations_ms[self.name] = round(elapsed, 1)
+
+
+def process_upload(bucket: str, key: str, settings: Settings) -> Outcome:
+    """Make the renditions of the object ``key`` in ``bucket`` (an S3 event's object)."""
+    outcome = Outcome(key=key)
+    if bucket != settings.upload_bucket or not storage.is_upload_key(key):
+        outcome.error_message = f"not an upload: s3://{bucket}/{key} is outside s3://{settings.upload_bucket}/uploads/"
+        return outcome
+    if key.endswith("/"):
+        outcome.error_message = "a folder marker, not a file"
+        return outcome
+    with _Timer(outcome, "head"):
+        upload = storage.head_upload(key, settings)
+    if upload is None:
+        outcome.error_message = "the object was deleted before it could be processed"
+        return outcome
+    outcome.image_id = image_id = storage.id_for_upload(key, upload)
+    outcome.bytes_in = upload.size
+    existing = storage.image_objects(image_id, settings)
+    current = storage._merge(image_id, existing)
+    if current is not None and current.status != "pending":
+        outcome.outcome = "duplicate"
+        return outcome
+    pending = storage.Record(id=image_id, status="pending", filename=upload.filename, bytes=upload.size,
+                             source_key=key)
+    if current is None:
+        storage.put_record(pending, settings)
+    try:
+        final = _render(upload, pending, outcome, settings)
+    except ImageshelfError as error:
+        final = replace(pending, status="failed", error_code=error.code, error_message=error.message)
+    with _Timer(outcome, "record"):
+        final_key = storage.put_record(final, settings)
+        storage.replace_records(final_key, existing + [{"Key": storage.record_key(pending)}], settings)
+    if final.status == "ready" and settings.delete_originals:
+        storage.delete_upload(key, settings)
+    outcome.outcome = final.status
+    outcome.error_code, outcome.error_message = final.error_code, final.error_message
+    outcome.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return outcome
+
+
+def _render(upload: storage.UploadObject, pending: storage.Record, outcome: Outcome,
+            settings: Settings) -> storage.Record:
+    """Read, check, resize and write renditions; the ``ready`` record to write last."""
+    # Pillow is imported here, not at module import: the API function never loads it.
+    from . import imaging
+
+    limits = imaging.Limits(settings.max_upload_bytes, settings.max_pixels, settings.max_frames)
+    if upload.size == 0:
+        raise ImageshelfError("empty_file", "The file is empty (0 bytes). Upload the photo again.")
+    if upload.size > settings.max_upload_bytes:
+        raise ImageshelfError("file_too_large", storage._too_large(upload.size, settings.max_upload_bytes))
+    with _Timer(outcome, "read"):
+        data = storage.read_upload(upload, settings)
+    with _Timer(outcome, "decode_resize_encode"):
+        try:
+            info, renditions = imaging.render(data, [box for _, box in settings.renditions], limits)
+        except ImageshelfError:
+            raise
+        except Exception as error:  # a decoder bug must not leave the image pending forever
+            raise ImageshelfError("internal_error", f"Processing failed unexpectedly ({type(error).__name__}).")
+    del data
+    with _Timer(outcome, "write"):
+        for (name, _), rendition in zip(settings.renditions, renditions, strict=True):
+            storage.put_rendition(pending.id, name, rendition.data, rendition.width, rendition.height,
+                                  rendition.extension, settings)
+            outcome.bytes_out += len(rendition.data)
+    return replace(pending, status="ready", content_type=info.content_type, format=info.format,
+                   width=info.width, height=info.height, frames=info.frames,
+                   animated=any(r.animated for r in renditions))

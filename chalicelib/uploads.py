@@ -1,0 +1,87 @@
+"""``POST /uploads``: check what the client asks for and answer with a presigned URL."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from . import storage
+from .config import UPLOAD_CONTENT_TYPES, Settings
+from .errors import ImageshelfError
+
+_FIELDS = ("filename", "content_type", "size", "method")
+_EXAMPLE = '{"filename": "cat.jpg", "content_type": "image/jpeg", "size": 123456}'
+MAX_FILENAME = 255
+# Parsed as JSON whatever the client calls it (curl -d sends form-urlencoded).
+REQUEST_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
+
+
+def clean_filename(raw: str) -> str:
+    """A filename safe to store and show: no folders, no control characters, <= 255 chars."""
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
+    if name in ("", ".", ".."):
+        name = "upload"
+    return name[:MAX_FILENAME]
+
+
+def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
+    """Validate an upload request; raises ImageshelfError saying what to send instead."""
+    try:
+        request = json.loads(body or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise ImageshelfError("invalid_request", f"Send a JSON object, for example {_EXAMPLE}.") from None
+    if not isinstance(request, dict):
+        raise ImageshelfError("invalid_request", f"Send a JSON object, for example {_EXAMPLE}.")
+    unknown = sorted(set(request) - set(_FIELDS))
+    if unknown:
+        raise ImageshelfError("invalid_request",
+                              f"Unknown field {unknown[0]!r}; the fields are {', '.join(_FIELDS)}.")
+    filename = request.get("filename")
+    if not isinstance(filename, str) or not filename.strip():
+        raise ImageshelfError("invalid_request", "'filename' is required: the photo's file name, e.g. cat.jpg.")
+    content_type = request.get("content_type")
+    if not isinstance(content_type, str):
+        raise ImageshelfError("invalid_request", "'content_type' is required, e.g. image/jpeg.")
+    content_type = content_type.split(";")[0].strip().lower()
+    if content_type not in UPLOAD_CONTENT_TYPES:
+        raise ImageshelfError(
+            "unsupported_media_type",
+            f"{content_type or 'That type'} is not accepted; upload one of: {', '.join(UPLOAD_CONTENT_TYPES)}.",
+        )
+    method = request.get("method", "post")
+    if not isinstance(method, str) or method.lower() not in ("post", "put"):
+        raise ImageshelfError("invalid_request", "'method' is 'post' (browsers, the default) or 'put'.")
+    method = method.lower()
+    size = request.get("size")
+    if size is None and method == "put":
+        raise ImageshelfError("invalid_request", "'size' (the file's length in bytes) is required for put.")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ImageshelfError("invalid_request", "'size' is the file's length in bytes: a whole number >= 1.")
+        if size > settings.max_upload_bytes:
+            raise ImageshelfError("file_too_large", storage._too_large(size, settings.max_upload_bytes))
+    return {"filename": clean_filename(filename), "content_type": content_type, "size": size, "method": method}
+
+
+def create(body: bytes | None, settings: Settings) -> dict[str, Any]:
+    """Pick an id and key and presign an upload to it: the response of ``POST /uploads``."""
+    request = parse_request(body, settings)
+    image_id = storage.new_id()
+    expires_at = datetime.now(UTC) + timedelta(seconds=settings.upload_url_expires)
+    response: dict[str, Any] = {"id": image_id, "method": request["method"].upper()}
+    if request["method"] == "post":
+        post = storage.presign_post(image_id, request["content_type"], request["filename"], settings)
+        response.update(url=post["url"], fields=post["fields"])
+    else:
+        url, headers = storage.presign_put(image_id, request["content_type"], request["size"],
+                                           request["filename"], settings)
+        response.update(url=url, headers=headers)
+    response.update(
+        expires_at=expires_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        max_bytes=settings.max_upload_bytes,
+        status_url=f"/images/{image_id}",
+    )
+    return response
