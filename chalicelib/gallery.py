@@ -1,11 +1,248 @@
-"""(interim: replaced by the gallery work)"""
+"""The HTML gallery at ``/`` and its static assets (Jinja2, autoescape on; no build step).
+
+The first page of images is rendered on the server, so the grid shows before (and
+without) JavaScript. ``static/gallery.js`` then takes over: uploads, polling, paging,
+the lightbox and deletion, all through the same JSON API every other client uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
 from chalice import Response
 
+from .config import UPLOAD_CONTENT_TYPES, Settings
+from .errors import ImageshelfError
 
-def page_response(first_page, settings, origins):
-    return Response(body="<h1>imageshelf</h1>", headers={"Content-Type": "text/html; charset=utf-8"})
+_HERE = Path(__file__).resolve().parent
+TEMPLATES_DIR = _HERE / "templates"
+STATIC_DIR = _HERE / "static"
+
+PAGE_SIZE = 24  # what the JSON API returns without a limit; the script asks for the same
+
+# The only files /static/{name} serves: the name must match exactly, so no path tricks apply.
+ASSETS: dict[str, str] = {
+    "gallery.css": "text/css; charset=utf-8",
+    "gallery.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+ASSET_CACHE_CONTROL = "public, max-age=300"
+
+# Anything else in a CSP source list would end the directive or add a keyword.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
+
+# Short names for upload types, for sentences like "Choose a JPEG, PNG … image".
+_TYPE_NAMES = {
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "image/gif": "GIF",
+    "image/webp": "WebP",
+    "image/tiff": "TIFF",
+    "image/bmp": "BMP",
+    "image/avif": "AVIF",
+    "image/heic": "HEIC",
+}
 
 
-def asset_response(name):
-    from .errors import ImageshelfError
-    raise ImageshelfError("not_found", "no such asset")
+# --- words ---------------------------------------------------------------------------
+
+
+def human_bytes(size: int) -> str:
+    """``20971520`` -> ``"20 MB"``: binary multiples, named the way people say them."""
+    value = float(size)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            if unit == "bytes":
+                return f"{int(value)} bytes"
+            return f"{value:.1f}".rstrip("0").rstrip(".") + f" {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def type_list(content_types: tuple[str, ...] = UPLOAD_CONTENT_TYPES) -> str:
+    """``"JPEG, PNG, GIF, WebP, TIFF, BMP or AVIF"``."""
+    names = [_TYPE_NAMES.get(t, t.split("/")[-1].upper()) for t in content_types]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def error_words(settings: Settings) -> dict[str, str]:
+    """Every error code the page can meet, in words a person understands.
+
+    One table for the server-rendered page and the script (which gets it in its config),
+    so a refused upload reads the same whether the browser or the API caught it.
+    """
+    limit = human_bytes(settings.max_upload_bytes)
+    megapixels = f"{settings.max_pixels / 1_000_000:g}"
+    types = type_list()
+    return {
+        # the image was stored but could not become a photo
+        "empty_file": "This file is empty, so there is nothing to show.",
+        "not_an_image": f"This file isn't a photo. Choose a {types} image.",
+        "unsupported_format": f"This kind of image isn't supported. Choose a {types} image.",
+        "corrupt_image": "This photo is damaged or incomplete, so it couldn't be opened.",
+        "too_many_pixels": f"This photo has too many pixels (the limit is {megapixels} megapixels).",
+        "too_many_frames": f"This animation has too many frames (the limit is {settings.max_frames}).",
+        "file_too_large": f"This file is larger than the {limit} limit.",
+        "processing_timeout": "This photo took too long to process. Please upload it again.",
+        "internal_error": "Something went wrong on our side. Please try again in a moment.",
+        # the upload itself was refused
+        "unsupported_media_type": f"This file isn't a photo. Choose a {types} image.",
+        "invalid_request": "The upload was refused.",
+        "upload_failed": "The upload didn't finish. Check your connection and try again.",
+        "network": "Couldn't reach imageshelf. Check your connection and try again.",
+        # deletion
+        "unauthorized": "Enter the admin token to delete photos.",
+        "forbidden": "That admin token was refused, so nothing was deleted.",
+        "not_found": "This photo no longer exists.",
+    }
+
+
+# --- page ----------------------------------------------------------------------------
+
+
+def content_security_policy(origins: dict[str, str]) -> str:
+    """The page's CSP: only our own scripts and styles, images from S3, uploads to S3."""
+    image = _checked_origin(origins.get("image", ""))
+    upload = _checked_origin(origins.get("upload", ""))
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src 'self' {image} data: blob:".replace("  ", " "),
+            f"connect-src 'self' {upload}".rstrip(),
+            f"form-action 'self' {upload}".rstrip(),
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def _checked_origin(origin: str) -> str:
+    # Origins come from configuration, but a stray ';' or space would rewrite the policy.
+    origin = origin.rstrip("/")
+    if not origin:
+        return ""
+    if not _ORIGIN.fullmatch(origin):
+        raise ValueError(f"not an origin for a Content-Security-Policy: {origin!r}")
+    return origin
+
+
+def page_config(first_page: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """What the script needs, embedded in the page as JSON (no inline script, no extra request)."""
+    return {
+        "pageSize": PAGE_SIZE,
+        "maxUploadBytes": settings.max_upload_bytes,
+        "maxUploadLabel": human_bytes(settings.max_upload_bytes),
+        "contentTypes": list(UPLOAD_CONTENT_TYPES),
+        "renditions": [{"name": name, "width": w, "height": h} for name, (w, h) in settings.renditions],
+        "deletionEnabled": settings.deletion_enabled,
+        "errors": error_words(settings),
+        "firstPage": first_page,
+    }
+
+
+def card(image: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
+    """What the template needs to draw one image's tile (static/gallery.js draws the same)."""
+    original = image.get("original") or {}
+    renditions = sorted(image.get("renditions") or [], key=lambda r: r["width"] * r["height"])
+    width, height = original.get("width"), original.get("height")
+    view: dict[str, Any] = {
+        "id": image["id"],
+        "status": image["status"],
+        "filename": original.get("filename") or "Untitled",
+        "dimensions": f"{width} × {height}" if width and height else "",
+    }
+    if image["status"] == "ready" and renditions:
+        thumb, largest = renditions[0], renditions[-1]
+        view.update(
+            thumb=thumb,
+            href=largest["url"],
+            srcset=", ".join(f"{r['url']} {r['width']}w" for r in renditions),
+        )
+    elif image["status"] == "ready":
+        view["status"] = "failed"  # ready without renditions: nothing to show
+        view["reason"] = words["internal_error"]
+    if image["status"] == "failed":
+        code = (image.get("error") or {}).get("code", "internal_error")
+        view["reason"] = words.get(code, words["internal_error"])
+    return view
+
+
+def render_page(first_page: dict[str, Any], settings: Settings) -> str:
+    words = error_words(settings)
+    return _environment().get_template("gallery.html").render(
+        config=page_config(first_page, settings),
+        cards=[card(image, words) for image in first_page.get("images", [])],
+        has_more=bool(first_page.get("next_cursor")),
+        max_upload=human_bytes(settings.max_upload_bytes),
+        types=type_list(),
+        accept=",".join(UPLOAD_CONTENT_TYPES),
+        deletion_enabled=settings.deletion_enabled,
+        asset=asset_url,
+    )
+
+
+def page_response(first_page: dict[str, Any], settings: Settings, origins: dict[str, str]) -> Response:
+    """``GET /``: the gallery page with its Content-Security-Policy."""
+    return Response(
+        body=render_page(first_page, settings),
+        status_code=200,
+        headers={
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Security-Policy": content_security_policy(origins),
+        },
+    )
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Any:
+    # Built on first use: Jinja2 is only imported by the function that serves the page.
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+# --- static assets -------------------------------------------------------------------
+
+
+def asset_url(name: str) -> str:
+    """A relative URL with a content hash, so a changed file is never served stale from a cache.
+
+    Relative (no leading slash) so the page also works under API Gateway's stage prefix.
+    """
+    return f"static/{name}?v={_asset(name)[1]}"
+
+
+def asset_response(name: str) -> Response:
+    """``GET /static/{name}``: one of the allow-listed files, cacheable for five minutes."""
+    if name not in ASSETS:
+        raise ImageshelfError("not_found", f"There is no static file called {name[:60]!r}.")
+    body, _ = _asset(name)
+    return Response(
+        body=body,
+        status_code=200,
+        headers={"Content-Type": ASSETS[name], "Cache-Control": ASSET_CACHE_CONTROL},
+    )
+
+
+def _asset(name: str) -> tuple[str, str]:
+    """The file's text and a short hash of it; re-read when the file changes (handy in `make run`)."""
+    path = STATIC_DIR / name
+    return _read_asset(path, path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _read_asset(path: Path, _mtime_ns: int) -> tuple[str, str]:
+    text = path.read_text(encoding="utf-8")
+    return text, hashlib.sha256(text.encode()).hexdigest()[:10]

@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ _RECORD_KEY = re.compile(r"s/(pending|ready|failed)\.([A-Za-z0-9_-]*)")
 _MAX_KEY_BYTES = 1024
 _LIST_PAGE = 1000
 
+MAX_FILENAME = 255
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
 
 
@@ -290,6 +292,15 @@ class UploadObject:
     filename: str
 
 
+def clean_filename(raw: str) -> str:
+    """A filename safe to store and show: no folders, no control characters, <= 255 chars."""
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
+    if name in ("", ".", ".."):
+        name = "upload"
+    return name[:MAX_FILENAME]
+
+
 def encode_filename(filename: str) -> str:
     """Filenames travel in S3 metadata, which must be ASCII: percent-encode them."""
     return quote(filename, safe=" ()[]-_.,~!'")
@@ -335,7 +346,7 @@ def head_upload(key: str, settings: Settings) -> UploadObject | None:
             return None
         raise
     meta = head.get("Metadata", {})
-    filename = unquote(meta["filename"]) if meta.get("filename") else key.rsplit("/", 1)[-1]
+    filename = clean_filename(unquote(meta["filename"]) if meta.get("filename") else key)
     return UploadObject(key=key, size=head["ContentLength"], etag=head.get("ETag", "").strip('"'),
                         last_modified=head["LastModified"], filename=filename)
 

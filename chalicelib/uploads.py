@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,18 +12,8 @@ from .errors import ImageshelfError
 
 _FIELDS = ("filename", "content_type", "size", "method")
 _EXAMPLE = '{"filename": "cat.jpg", "content_type": "image/jpeg", "size": 123456}'
-MAX_FILENAME = 255
 # Parsed as JSON whatever the client calls it (curl -d sends form-urlencoded).
 REQUEST_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
-
-
-def clean_filename(raw: str) -> str:
-    """A filename safe to store and show: no folders, no control characters, <= 255 chars."""
-    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
-    if name in ("", ".", ".."):
-        name = "upload"
-    return name[:MAX_FILENAME]
 
 
 def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
@@ -63,7 +52,7 @@ def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
             raise ImageshelfError("invalid_request", "'size' is the file's length in bytes: a whole number >= 1.")
         if size > settings.max_upload_bytes:
             raise ImageshelfError("file_too_large", storage._too_large(size, settings.max_upload_bytes))
-    return {"filename": clean_filename(filename), "content_type": content_type, "size": size, "method": method}
+    return {"filename": storage.clean_filename(filename), "content_type": content_type, "size": size, "method": method}
 
 
 def create(body: bytes | None, settings: Settings) -> dict[str, Any]:

@@ -1,0 +1,97 @@
+"""End to end: the real local stack (tools/devserver.py) in a subprocess, driven over HTTP."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.support import Stack, jpeg
+
+pytestmark = pytest.mark.e2e
+
+
+def fetch_image(url: str) -> Image.Image:
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+    return Image.open(io.BytesIO(response.content))
+
+
+def listed(stack: Stack) -> dict[str, dict[str, Any]]:
+    return {i["id"]: i for i in requests.get(f"{stack.url}/images?limit=100", timeout=10).json()["images"]}
+
+
+def test_presigned_post_upload_becomes_ready_with_a_thumbnail(stack: Stack) -> None:
+    started = time.monotonic()
+    image_id = stack.upload(jpeg(2400, 1600), "beach.jpg")
+    image = stack.wait(image_id)
+    elapsed = time.monotonic() - started
+    assert image["status"] == "ready", image
+    assert elapsed < 5, f"upload to ready took {elapsed:.1f}s"
+    assert image["original"]["filename"] == "beach.jpg"
+    assert (image["original"]["width"], image["original"]["height"]) == (2400, 1600)
+    thumb = next(r for r in image["renditions"] if r["name"] == "thumb")
+    pixels = fetch_image(thumb["url"])
+    assert pixels.size == (thumb["width"], thumb["height"]) == (400, 267)
+    assert requests.get(thumb["url"], timeout=10).headers["Content-Type"] == "image/jpeg"
+    assert image_id in listed(stack)
+
+
+def test_presigned_put_upload(stack: Stack) -> None:
+    data = jpeg(640, 480)
+    grant = requests.post(f"{stack.url}/uploads", timeout=10, json={
+        "filename": "put me.jpg", "content_type": "image/jpeg", "size": len(data), "method": "put"}).json()
+    sent = requests.put(grant["url"], data=data, headers=grant["headers"], timeout=10)
+    assert sent.status_code == 200, sent.text
+    image = stack.wait(grant["id"])
+    assert image["status"] == "ready"
+    assert image["original"]["filename"] == "put me.jpg"
+
+
+def test_any_s3_client_can_upload_under_a_nasty_key(stack: Stack, tmp_path: Path) -> None:
+    path = tmp_path / "my photo+1 100% ü.jpg"
+    path.write_bytes(jpeg(900, 600))
+    # upload_file is the transfer manager the aws CLI's `s3 cp` uses
+    stack.s3().upload_file(str(path), stack.upload_bucket, f"uploads/{path.name}")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        found = [i for i in listed(stack).values() if i["original"]["filename"] == path.name]
+        if found and found[0]["status"] != "pending":
+            break
+        time.sleep(0.2)
+    assert len(found) == 1, "listed exactly once"
+    assert found[0]["status"] == "ready"
+    thumb = next(r for r in found[0]["renditions"] if r["name"] == "thumb")
+    assert fetch_image(thumb["url"]).size == (400, 267)
+
+
+def test_a_text_file_fails_with_a_reason_and_the_original_is_kept(stack: Stack) -> None:
+    image_id = stack.upload(b"just some words, not pixels", "notes.jpg")
+    image = stack.wait(image_id)
+    assert image["status"] == "failed"
+    assert image["error"]["code"] == "not_an_image"
+    assert stack.s3().head_object(Bucket=stack.upload_bucket, Key=f"uploads/{image_id}")["ContentLength"] == 27
+
+
+def test_uploads_survive_a_restart(tmp_path: Path) -> None:
+    first = Stack(data_dir=tmp_path / "data").start()
+    try:
+        image_id = first.upload(jpeg(800, 600), "keep me.jpg")
+        assert first.wait(image_id)["status"] == "ready"
+    finally:
+        assert first.stop() == 0  # SIGTERM stops cleanly
+    second = Stack(data_dir=tmp_path / "data").start()
+    try:
+        image = listed(second).get(image_id)
+        assert image is not None, "the image is listed after a restart"
+        assert image["status"] == "ready"
+        assert image["original"]["filename"] == "keep me.jpg"
+        assert fetch_image(image["renditions"][0]["url"]).size == (400, 300)
+        assert len(listed(second)) == 1  # restored uploads are not processed a second time
+    finally:
+        second.stop()

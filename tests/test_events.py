@@ -1,0 +1,235 @@
+"""The resize handler, invoked the way Lambda invokes it (Chalice's test client) against moto."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from chalicelib import processing, storage
+from chalicelib.config import get_settings
+from tests.support import IMAGES_BUCKET, UPLOAD_BUCKET, jpeg, s3_event
+
+NASTY_KEYS = [
+    "uploads/my photo+1.jpg",
+    "uploads/100% real.jpg",
+    "uploads/a%2Fb%20c.jpg",
+    "uploads/üñïçødé 写真.jpg",
+    "uploads/../../etc/passwd.jpg",
+    "uploads/tab\there.jpg",
+    "uploads/ctrl\x01char.jpg",
+    "uploads/deep/folder/with spaces/IMG_0001.JPG",
+    "uploads/" + "long-" * 200 + ".jpg",
+]
+
+
+def keys(s3: Any, bucket: str) -> dict[str, str]:
+    """Every key in a bucket with its ETag."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {obj["Key"]: obj["ETag"] for page in pages for obj in page.get("Contents", [])}
+
+
+def count_calls(operation: str) -> list[str]:
+    """Record every call of one S3 operation made by the app's client."""
+    calls: list[str] = []
+    storage.s3().meta.events.register(f"before-call.s3.{operation}", lambda **kw: calls.append(operation))
+    return calls
+
+
+def only_image(client: Any) -> dict[str, Any]:
+    images = json.loads(client.http.get("/images").body)["images"]
+    assert len(images) == 1, images
+    return images[0]
+
+
+@pytest.mark.parametrize("key", NASTY_KEYS)
+def test_any_key_under_uploads_is_processed_once_with_its_filename(client: Any, aws: Any, key: str) -> None:
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key=key, Body=jpeg(800, 600))
+    client.lambda_.invoke("resize", s3_event(key))
+    image = only_image(client)
+    assert image["status"] == "ready", image
+    assert image["original"]["filename"] == storage.clean_filename(key.rsplit("/", 1)[-1])
+    assert storage.is_id(image["id"])
+    assert {r["name"] for r in image["renditions"]} == {"thumb", "large"}
+    # the same event again: nothing new, nothing rewritten
+    before = keys(aws, IMAGES_BUCKET)
+    client.lambda_.invoke("resize", s3_event(key))
+    assert keys(aws, IMAGES_BUCKET) == before
+    assert only_image(client)["id"] == image["id"]
+
+
+def test_thumbnail_fits_the_box_keeps_aspect_and_is_a_real_jpeg(client: Any, aws: Any) -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/wide.jpg", Body=jpeg(3000, 1000))
+    client.lambda_.invoke("resize", s3_event("uploads/wide.jpg"))
+    thumb = next(r for r in only_image(client)["renditions"] if r["name"] == "thumb")
+    key = next(k for k in keys(aws, IMAGES_BUCKET) if "/r/thumb." in k)
+    pixels = Image.open(BytesIO(aws.get_object(Bucket=IMAGES_BUCKET, Key=key)["Body"].read()))
+    assert pixels.format == "JPEG"
+    assert pixels.size == (thumb["width"], thumb["height"]) == (400, 133)
+    assert pixels.getpixel((10, 10))[0] > 240 and pixels.getpixel((390, 120))[1] < 80  # white corner kept
+
+
+def test_exif_orientation_is_applied_and_metadata_stripped(client: Any, aws: Any) -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    exif[0x010F] = "SecretCam serial 1234"
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/rotated.jpg", Body=jpeg(800, 400, exif=exif.tobytes()))
+    client.lambda_.invoke("resize", s3_event("uploads/rotated.jpg"))
+    image = only_image(client)
+    assert (image["original"]["width"], image["original"]["height"]) == (400, 800)
+    key = next(k for k in keys(aws, IMAGES_BUCKET) if "/r/thumb." in k)
+    data = aws.get_object(Bucket=IMAGES_BUCKET, Key=key)["Body"].read()
+    assert b"SecretCam" not in data and b"Exif" not in data
+    thumb = Image.open(BytesIO(data))
+    assert thumb.size == (200, 400)
+    # the white top-left quarter of the stored image is the top-right after rotating clockwise
+    assert thumb.getpixel((190, 10))[1] > 240 and thumb.getpixel((10, 10))[1] < 80
+
+
+def test_keys_outside_the_upload_prefix_or_bucket_are_refused(client: Any, aws: Any) -> None:
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="elsewhere/photo.jpg", Body=jpeg())
+    aws.put_object(Bucket=IMAGES_BUCKET, Key="uploads/photo.jpg", Body=jpeg())
+    settings = get_settings()
+    for bucket, key in ((UPLOAD_BUCKET, "elsewhere/photo.jpg"), (IMAGES_BUCKET, "uploads/photo.jpg"),
+                        (UPLOAD_BUCKET, "uploads/"), (UPLOAD_BUCKET, "uploads/folder/")):
+        outcome = processing.process_upload(bucket, key, settings)
+        assert outcome.outcome == "ignored" and outcome.error_message
+    assert set(keys(aws, IMAGES_BUCKET)) == {"uploads/photo.jpg"}
+
+
+def test_nothing_the_handler_writes_can_trigger_it_again(client: Any, aws: Any) -> None:
+    uploads_before = keys(aws, UPLOAD_BUCKET)
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/a.jpg", Body=jpeg())
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/b.txt", Body=b"text")
+    client.lambda_.invoke("resize", s3_event("uploads/a.jpg"))
+    client.lambda_.invoke("resize", s3_event("uploads/b.txt"))
+    # the upload bucket holds only what clients put there; all output is in the images bucket
+    assert set(keys(aws, UPLOAD_BUCKET)) == set(uploads_before) | {"uploads/a.jpg", "uploads/b.txt"}
+    written = keys(aws, IMAGES_BUCKET)
+    assert len(written) == 4  # two renditions and a ready record, one failed record
+    assert not any(storage.is_upload_key(k) for k in written)
+    # and by construction: every key layout function yields keys outside uploads/
+    image_id = storage.new_id()
+    record = storage.Record(id=image_id, status="ready", filename="uploads/x.jpg", bytes=1)
+    for key in (storage.rendition_key(image_id, "thumb", 1, 1, "jpg"), storage.record_key(record)):
+        assert not storage.is_upload_key(key)
+
+
+def test_oversized_object_is_refused_from_its_head_without_download(client: Any, aws: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_UPLOAD_BYTES", "50000")
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/big.jpg", Body=b"\xff" * 50001)
+    gets = count_calls("GetObject")
+    client.lambda_.invoke("resize", s3_event("uploads/big.jpg"))
+    image = only_image(client)
+    assert image["status"] == "failed"
+    assert image["error"]["code"] == "file_too_large"
+    assert "limit" in image["error"]["message"]
+    assert gets == []
+    assert "uploads/big.jpg" in keys(aws, UPLOAD_BUCKET)  # the original is kept
+
+
+def test_empty_object_is_recorded_as_empty_file(client: Any, aws: Any) -> None:
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/empty.jpg", Body=b"")
+    client.lambda_.invoke("resize", s3_event("uploads/empty.jpg"))
+    assert only_image(client)["error"]["code"] == "empty_file"
+
+
+def test_crash_between_renditions_is_repaired_by_the_next_delivery(client: Any, aws: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/crash.jpg", Body=jpeg(2000, 1000))
+    real_put = storage.put_rendition
+    written: list[str] = []
+
+    def put_then_die(*args: Any, **kwargs: Any) -> str:
+        if written:
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "injected"}}, "PutObject")
+        written.append(real_put(*args, **kwargs))
+        return written[-1]
+
+    monkeypatch.setattr(storage, "put_rendition", put_then_die)
+    with pytest.raises(ClientError):  # raised, so Lambda retries the event
+        client.lambda_.invoke("resize", s3_event("uploads/crash.jpg"))
+    half = only_image(client)
+    assert half["status"] == "pending" and half["renditions"] == []  # never half-listed as ready
+    assert len(written) == 1
+
+    monkeypatch.setattr(storage, "put_rendition", real_put)
+    client.lambda_.invoke("resize", s3_event("uploads/crash.jpg"))
+    image = only_image(client)
+    assert image["status"] == "ready"
+    assert len(image["renditions"]) == 2
+    records = [k for k in keys(aws, IMAGES_BUCKET) if "/s/" in k]
+    assert len(records) == 1 and "/s/ready." in records[0]
+
+
+def test_transient_s3_failure_is_raised_not_recorded(client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/t.jpg", Body=jpeg())
+
+    def unavailable(*args: Any, **kwargs: Any) -> bytes:
+        raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "injected"}}, "GetObject")
+
+    monkeypatch.setattr(storage, "read_upload", unavailable)
+    with pytest.raises(ClientError):
+        client.lambda_.invoke("resize", s3_event("uploads/t.jpg"))
+    assert only_image(client)["status"] == "pending"
+
+
+def test_delete_originals_removes_the_upload_only_after_success(client: Any, aws: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELETE_ORIGINALS", "true")
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/ok.jpg", Body=jpeg())
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/bad.jpg", Body=b"nope")
+    client.lambda_.invoke("resize", s3_event("uploads/ok.jpg"))
+    client.lambda_.invoke("resize", s3_event("uploads/bad.jpg"))
+    assert "uploads/ok.jpg" not in keys(aws, UPLOAD_BUCKET)
+    assert "uploads/bad.jpg" in keys(aws, UPLOAD_BUCKET)  # a failed image keeps its original
+
+
+def test_racing_deliveries_leave_one_set_of_renditions(client: Any, aws: Any) -> None:
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/race.jpg", Body=jpeg(1600, 1200))
+    settings = get_settings()
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        barrier.wait()
+        try:
+            processing.process_upload(UPLOAD_BUCKET, "uploads/race.jpg", settings)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=deliver) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    written = keys(aws, IMAGES_BUCKET)
+    assert len({k[: storage.ID_LENGTH] for k in written}) == 1
+    assert sorted(k.split("/")[1] for k in written) == ["r", "r", "s"]
+    assert only_image(client)["status"] == "ready"
+
+
+def test_each_invocation_logs_one_json_line(client: Any, aws: Any, caplog: pytest.LogCaptureFixture) -> None:
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/log.jpg", Body=jpeg())
+    with caplog.at_level("INFO", logger="imageshelf"):
+        client.lambda_.invoke("resize", s3_event("uploads/log.jpg"))
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imageshelf"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["outcome"] == "ready" and storage.is_id(line["image_id"]) and line["key"] == "uploads/log.jpg"
+    assert line["bytes_in"] == len(jpeg()) and line["bytes_out"] > 0
+    assert {"head", "read", "decode_resize_encode", "write", "record"} <= set(line["durations_ms"])
+    assert line["peak_rss_mb"] > 0

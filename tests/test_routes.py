@@ -1,0 +1,266 @@
+"""Every route's success and error paths, through Chalice's test client against moto."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from chalicelib import storage
+from tests.support import UPLOAD_BUCKET, jpeg, s3_event
+
+JSON = {"Content-Type": "application/json"}
+
+
+def post_upload(client: Any, **body: Any) -> Any:
+    return client.http.post("/uploads", headers=JSON, body=json.dumps(body))
+
+
+def error_of(response: Any) -> dict[str, str]:
+    body = json.loads(response.body)
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert body["error"]["message"], "every error says what happened"
+    return body["error"]
+
+
+def policy_of(grant: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(base64.b64decode(grant["fields"]["policy"]))
+
+
+def test_ping(client: Any) -> None:
+    response = client.http.get("/ping")
+    assert response.status_code == 200
+    assert json.loads(response.body) == {"message": "pong"}
+
+
+def test_presigned_post_signs_exact_key_size_type_metadata_and_short_expiry(client: Any) -> None:
+    before = datetime.now(UTC)
+    response = post_upload(client, filename="holiday/../cat.jpg", content_type="image/jpeg", size=12345)
+    assert response.status_code == 201
+    grant = json.loads(response.body)
+    assert grant["method"] == "POST"
+    assert storage.is_id(grant["id"])
+    assert grant["status_url"] == f"/images/{grant['id']}"
+    assert response.headers["Location"] == grant["status_url"]
+    assert grant["max_bytes"] == 20 * 1024 * 1024
+    assert grant["url"].endswith(f"/{UPLOAD_BUCKET}") or UPLOAD_BUCKET in urlsplit(grant["url"]).netloc
+    fields = grant["fields"]
+    assert fields["key"] == f"uploads/{grant['id']}"
+    assert fields["Content-Type"] == "image/jpeg"
+    assert fields["x-amz-meta-filename"] == "cat.jpg"  # folders stripped from the name
+    assert "acl" not in fields  # never public
+
+    policy = policy_of(grant)
+    conditions = policy["conditions"]
+    assert {"key": f"uploads/{grant['id']}"} in conditions  # exact key, no starts-with
+    assert {"bucket": UPLOAD_BUCKET} in conditions
+    assert {"Content-Type": "image/jpeg"} in conditions
+    assert {"x-amz-meta-filename": "cat.jpg"} in conditions
+    assert ["content-length-range", 1, 20 * 1024 * 1024] in conditions
+    assert not any(isinstance(c, list) and c[0] == "starts-with" for c in conditions)
+    expiration = datetime.fromisoformat(policy["expiration"].replace("Z", "+00:00"))
+    assert 0 < (expiration - before).total_seconds() <= 300 + 5
+    expires_at = datetime.fromisoformat(grant["expires_at"].replace("Z", "+00:00"))
+    assert abs((expires_at - expiration).total_seconds()) <= 2
+
+
+def test_presigned_put_signs_type_length_and_filename(client: Any) -> None:
+    response = post_upload(client, filename="dög näme.png", content_type="image/png", size=999, method="put")
+    assert response.status_code == 201
+    grant = json.loads(response.body)
+    assert grant["method"] == "PUT"
+    assert "fields" not in grant
+    url = urlsplit(grant["url"])
+    assert url.path.endswith(f"/uploads/{grant['id']}")
+    query = parse_qs(url.query)
+    signed = query["X-Amz-SignedHeaders"][0].split(";")
+    assert {"content-type", "content-length", "x-amz-meta-filename", "host"} <= set(signed)
+    assert int(query["X-Amz-Expires"][0]) <= 300
+    assert grant["headers"] == {"Content-Type": "image/png", "Content-Length": "999",
+                                "x-amz-meta-filename": "d%C3%B6g n%C3%A4me.png"}
+
+
+def test_upload_method_defaults_to_post_and_size_is_optional(client: Any) -> None:
+    response = post_upload(client, filename="a.webp", content_type="IMAGE/WEBP")
+    assert response.status_code == 201
+    assert json.loads(response.body)["fields"]["Content-Type"] == "image/webp"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"filename": "a.svg", "content_type": "image/svg+xml"}, 415, "unsupported_media_type"),
+        ({"filename": "a.pdf", "content_type": "application/pdf"}, 415, "unsupported_media_type"),
+        ({"filename": "a.jpg", "content_type": "image/jpeg", "size": 20 * 1024 * 1024 + 1}, 413, "file_too_large"),
+        ({"filename": "a.jpg", "content_type": "image/jpeg", "size": 0}, 400, "invalid_request"),
+        ({"filename": "a.jpg", "content_type": "image/jpeg", "size": "12"}, 400, "invalid_request"),
+        ({"filename": "a.jpg", "content_type": "image/jpeg", "method": "put"}, 400, "invalid_request"),
+        ({"filename": "a.jpg", "content_type": "image/jpeg", "method": "get"}, 400, "invalid_request"),
+        ({"content_type": "image/jpeg"}, 400, "invalid_request"),
+        ({"filename": "a.jpg"}, 400, "invalid_request"),
+        ({"filename": "a.jpg", "content_type": "image/jpeg", "bucket": "other"}, 400, "invalid_request"),
+    ],
+)
+def test_bad_upload_requests_get_clear_errors(client: Any, body: dict, status: int, code: str) -> None:
+    response = post_upload(client, **body)
+    assert response.status_code == status
+    assert error_of(response)["code"] == code
+
+
+@pytest.mark.parametrize("raw", ["", "not json", "[1, 2]", '"text"', "{"])
+def test_upload_body_must_be_a_json_object(client: Any, raw: str) -> None:
+    response = client.http.post("/uploads", headers=JSON, body=raw)
+    assert response.status_code == 400
+    assert "JSON object" in error_of(response)["message"]
+
+
+def test_curl_style_form_content_type_is_parsed_as_json(client: Any) -> None:
+    body = json.dumps({"filename": "a.jpg", "content_type": "image/jpeg"})
+    response = client.http.post("/uploads", headers={"Content-Type": "application/x-www-form-urlencoded"},
+                                body=body)
+    assert response.status_code == 201
+
+
+def test_wrong_method_uses_the_error_contract(client: Any) -> None:
+    response = client.http.put("/uploads", headers=JSON, body="{}")
+    assert response.status_code == 405
+    assert error_of(response)["code"] == "method_not_allowed"
+
+
+def process(client: Any, aws: Any, data: bytes, filename: str = "photo.jpg") -> str:
+    """Upload through a presigned grant's key and deliver the S3 event; returns the id."""
+    grant = json.loads(post_upload(client, filename=filename, content_type="image/jpeg").body)
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key=grant["fields"]["key"], Body=data,
+                   Metadata={"filename": grant["fields"]["x-amz-meta-filename"]})
+    client.lambda_.invoke("resize", s3_event(grant["fields"]["key"]))
+    return grant["id"]
+
+
+def test_get_image_ready_with_renditions(client: Any, aws: Any) -> None:
+    image_id = process(client, aws, jpeg(1200, 800), "cat.jpg")
+    response = client.http.get(f"/images/{image_id}")
+    assert response.status_code == 200
+    image = json.loads(response.body)
+    assert image["status"] == "ready"
+    assert image["original"] == {"filename": "cat.jpg", "content_type": "image/jpeg", "bytes": len(jpeg(1200, 800)),
+                                 "width": 1200, "height": 800, "format": "JPEG"}
+    names = {r["name"]: r for r in image["renditions"]}
+    assert (names["thumb"]["width"], names["thumb"]["height"]) == (400, 267)
+    assert (names["large"]["width"], names["large"]["height"]) == (1200, 800)  # never enlarged
+    assert names["thumb"]["bytes"] > 0 and names["thumb"]["content_type"] == "image/jpeg"
+    assert "X-Amz-Signature=" in names["thumb"]["url"]
+    assert "error" not in image
+    assert image["created_at"].endswith("Z")
+
+
+def test_get_image_pending_when_only_the_upload_exists(client: Any, aws: Any) -> None:
+    grant = json.loads(post_upload(client, filename="a.jpg", content_type="image/jpeg").body)
+    assert client.http.get(f"/images/{grant['id']}").status_code == 404  # presigned, not uploaded
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key=grant["fields"]["key"], Body=jpeg())
+    response = client.http.get(f"/images/{grant['id']}")
+    assert response.status_code == 200
+    assert json.loads(response.body)["status"] == "pending"
+
+
+@pytest.mark.parametrize("image_id", ["nope", "0" * 19, "0" * 21, "ZZZZZZZZZZZZZZZZZZZZ", "..%2F..%2Fetc"])
+def test_get_image_with_a_malformed_id_is_404_without_touching_s3(client: Any, image_id: str) -> None:
+    response = client.http.get(f"/images/{image_id}")
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_get_unknown_image_is_404(client: Any) -> None:
+    response = client.http.get(f"/images/{storage.new_id()}")
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_list_images_newest_first_with_cursor(client: Any, aws: Any) -> None:
+    ids = [process(client, aws, jpeg(64, 48), f"p{i}.jpg") for i in range(5)]
+    first = json.loads(client.http.get("/images?limit=2").body)
+    assert [i["id"] for i in first["images"]] == ids[::-1][:2]
+    assert first["next_cursor"] == ids[-2]
+    second = json.loads(client.http.get(f"/images?limit=2&cursor={first['next_cursor']}").body)
+    third = json.loads(client.http.get(f"/images?limit=2&cursor={second['next_cursor']}").body)
+    assert [i["id"] for i in second["images"] + third["images"]] == ids[::-1][2:]
+    assert third["next_cursor"] is None
+    everything = json.loads(client.http.get("/images").body)
+    assert [i["original"]["filename"] for i in everything["images"]] == [f"p{i}.jpg" for i in range(4, -1, -1)]
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=abc", "limit=-1", "cursor=bad", "cursor=..%2F"])
+def test_list_images_rejects_bad_paging(client: Any, query: str) -> None:
+    response = client.http.get(f"/images?{query}")
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_request"
+
+
+def test_empty_listing(client: Any) -> None:
+    assert json.loads(client.http.get("/images").body) == {"images": [], "next_cursor": None}
+
+
+def test_failed_image_shows_code_and_reason_and_keeps_the_original(client: Any, aws: Any) -> None:
+    image_id = process(client, aws, b"<html>definitely not a photo</html>", "page.jpg")
+    image = json.loads(client.http.get(f"/images/{image_id}").body)
+    assert image["status"] == "failed"
+    assert image["error"]["code"] == "not_an_image"
+    assert image["renditions"] == []
+    assert aws.head_object(Bucket=UPLOAD_BUCKET, Key=f"uploads/{image_id}")["ContentLength"] > 0
+
+
+def test_delete_is_disabled_without_a_configured_token(client: Any, aws: Any) -> None:
+    image_id = process(client, aws, jpeg(64, 48))
+    response = client.http.delete(f"/images/{image_id}", headers={"Authorization": "Bearer anything"})
+    assert response.status_code == 403
+    assert "ADMIN_TOKEN" in error_of(response)["message"]
+    assert client.http.get(f"/images/{image_id}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [({}, 401, "unauthorized"), ({"Authorization": "Basic abc"}, 401, "unauthorized"),
+     ({"Authorization": "Bearer wrong"}, 403, "forbidden"), ({"Authorization": "Bearer s3cret-"}, 403, "forbidden")],
+)
+def test_delete_needs_the_right_bearer_token(client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch,
+                                             headers: dict, status: int, code: str) -> None:
+    monkeypatch.setenv("ADMIN_TOKEN", "s3cret")
+    image_id = process(client, aws, jpeg(64, 48))
+    response = client.http.delete(f"/images/{image_id}", headers=headers)
+    assert response.status_code == status
+    assert error_of(response)["code"] == code
+    assert client.http.get(f"/images/{image_id}").status_code == 200
+
+
+def test_delete_removes_original_renditions_and_records(client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADMIN_TOKEN", "s3cret")
+    keep = process(client, aws, jpeg(64, 48))
+    image_id = process(client, aws, jpeg(64, 48))
+    auth = {"Authorization": "Bearer s3cret"}
+    response = client.http.delete(f"/images/{image_id}", headers=auth)
+    assert response.status_code == 204
+    assert client.http.get(f"/images/{image_id}").status_code == 404
+    left = aws.list_objects_v2(Bucket="imageshelf-local-images").get("Contents", [])
+    assert left and all(obj["Key"].startswith(keep) for obj in left)
+    assert [o["Key"] for o in aws.list_objects_v2(Bucket=UPLOAD_BUCKET)["Contents"]] == [f"uploads/{keep}"]
+    again = client.http.delete(f"/images/{image_id}", headers=auth)
+    assert again.status_code == 404
+
+
+def test_gallery_page_is_html_with_security_headers(client: Any, aws: Any) -> None:
+    process(client, aws, jpeg(64, 48), "<img src=x onerror=alert(1)>.jpg")
+    response = client.http.get("/")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Referrer-Policy" in response.headers
+    body = response.body.decode()
+    assert "<img src=x onerror=alert(1)>" not in body
+    assert "&lt;img src=x onerror=alert(1)&gt;" in body
+
+
+def test_json_answers_carry_nosniff(client: Any) -> None:
+    assert client.http.get("/ping").headers["X-Content-Type-Options"] == "nosniff"
