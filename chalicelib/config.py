@@ -87,7 +87,7 @@ def upload_bucket_name() -> str:
 
 @lru_cache(maxsize=8)
 def _settings_from(values: tuple[str | None, ...]) -> Settings:
-    env = {name: value for name, value in zip(_ENV_NAMES, values) if value not in (None, "")}
+    env = {name: value for name, value in zip(_ENV_NAMES, values, strict=True) if value not in (None, "")}
     defaults = Settings()
     return Settings(
         stage=env.get("STAGE", defaults.stage),
@@ -98,7 +98,9 @@ def _settings_from(values: tuple[str | None, ...]) -> Settings:
         max_frames=_int(env, "MAX_FRAMES", defaults.max_frames, 1, 100_000),
         renditions=parse_renditions(env["RENDITIONS"]) if "RENDITIONS" in env else defaults.renditions,
         upload_url_expires=_int(env, "UPLOAD_URL_EXPIRES", defaults.upload_url_expires, 10, 3600),
-        download_url_expires=_int(env, "DOWNLOAD_URL_EXPIRES", defaults.download_url_expires, 60, 7 * 24 * 3600),
+        download_url_expires=_int(
+            env, "DOWNLOAD_URL_EXPIRES", defaults.download_url_expires, 60, 7 * 24 * 3600
+        ),
         public_base_url=env.get("PUBLIC_BASE_URL", "").rstrip("/"),
         admin_token=env.get("ADMIN_TOKEN", ""),
         pending_timeout=_int(env, "PENDING_TIMEOUT", defaults.pending_timeout, 10, 7 * 24 * 3600),

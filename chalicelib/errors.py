@@ -60,3 +60,10 @@ class ImageshelfError(Exception):
 
     def __repr__(self) -> str:
         return f"ImageshelfError({self.code!r}, {self.message!r})"
+
+
+def too_large(size: int, limit: int) -> ImageshelfError:
+    """The ``file_too_large`` error, stating both sizes."""
+    return ImageshelfError(
+        "file_too_large", f"The file is {size / 2**20:.1f} MiB; the limit is {limit / 2**20:.1f} MiB."
+    )

@@ -25,7 +25,9 @@ _CHALICE_CODES = {
     "UnsupportedMediaType": "invalid_request",
     "InternalServerError": "internal_error",
 }
-_INTERNAL = "Something went wrong on our side; try again. If it keeps happening, the API function's logs say why."
+_INTERNAL = (
+    "Something went wrong on our side; try again. If it keeps happening, the API function's logs say why."
+)
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

@@ -68,7 +68,9 @@ def parse_page_args(params: dict[str, str] | None) -> tuple[int, str | None]:
         raise ImageshelfError("invalid_request", f"'limit' must be a whole number from 1 to {MAX_LIMIT}.")
     cursor = params.get("cursor") or None
     if cursor is not None and not storage.is_id(cursor):
-        raise ImageshelfError("invalid_request", "'cursor' is not valid: pass the next_cursor of the previous page.")
+        raise ImageshelfError(
+            "invalid_request", "'cursor' is not valid: pass the next_cursor of the previous page."
+        )
     return int(raw_limit), cursor
 
 

@@ -19,6 +19,7 @@ original is kept.
 
 from __future__ import annotations
 
+import logging
 import resource
 import time
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,9 @@ from typing import Any
 
 from . import storage
 from .config import Settings
-from .errors import ImageshelfError
+from .errors import ImageshelfError, too_large
+
+log = logging.getLogger("imageshelf.processing")
 
 
 @dataclass
@@ -63,7 +66,9 @@ def process_upload(bucket: str, key: str, settings: Settings) -> Outcome:
     """Make the renditions of the object ``key`` in ``bucket`` (an S3 event's object)."""
     outcome = Outcome(key=key)
     if bucket != settings.upload_bucket or not storage.is_upload_key(key):
-        outcome.error_message = f"not an upload: s3://{bucket}/{key} is outside s3://{settings.upload_bucket}/uploads/"
+        outcome.error_message = (
+            f"not an upload: s3://{bucket}/{key} is outside s3://{settings.upload_bucket}/uploads/"
+        )
         return outcome
     if key.endswith("/"):
         outcome.error_message = "a folder marker, not a file"
@@ -75,22 +80,32 @@ def process_upload(bucket: str, key: str, settings: Settings) -> Outcome:
         return outcome
     outcome.image_id = image_id = storage.id_for_upload(key, upload)
     outcome.bytes_in = upload.size
-    existing = storage.image_objects(image_id, settings)
-    current = storage._merge(image_id, existing)
+    current = storage.get_record(image_id, settings)
     if current is not None and current.status != "pending":
         outcome.outcome = "duplicate"
         return outcome
-    pending = storage.Record(id=image_id, status="pending", filename=upload.filename, bytes=upload.size,
-                             source_key=key)
+    pending = storage.Record(
+        id=image_id, status="pending", filename=upload.filename, bytes=upload.size, source_key=key
+    )
     if current is None:
         storage.put_record(pending, settings)
     try:
         final = _render(upload, pending, outcome, settings)
     except ImageshelfError as error:
         final = replace(pending, status="failed", error_code=error.code, error_message=error.message)
+    except Exception as error:
+        if storage.is_transient(error):
+            raise  # Lambda retries the event; the pending record stays until it succeeds
+        log.exception("processing %s failed", key)
+        final = replace(
+            pending,
+            status="failed",
+            error_code="internal_error",
+            error_message=f"Processing failed ({storage.describe(error)}); the original is kept.",
+        )
     with _Timer(outcome, "record"):
-        final_key = storage.put_record(final, settings)
-        storage.replace_records(final_key, existing + [{"Key": storage.record_key(pending)}], settings)
+        storage.put_record(final, settings)
+        storage.settle_records(image_id, settings)
     if final.status == "ready" and settings.delete_originals:
         storage.delete_upload(key, settings)
     outcome.outcome = final.status
@@ -99,8 +114,9 @@ def process_upload(bucket: str, key: str, settings: Settings) -> Outcome:
     return outcome
 
 
-def _render(upload: storage.UploadObject, pending: storage.Record, outcome: Outcome,
-            settings: Settings) -> storage.Record:
+def _render(
+    upload: storage.UploadObject, pending: storage.Record, outcome: Outcome, settings: Settings
+) -> storage.Record:
     """Read, check, resize and write renditions; the ``ready`` record to write last."""
     # Pillow is imported here, not at module import: the API function never loads it.
     from . import imaging
@@ -109,22 +125,31 @@ def _render(upload: storage.UploadObject, pending: storage.Record, outcome: Outc
     if upload.size == 0:
         raise ImageshelfError("empty_file", "The file is empty (0 bytes). Upload the photo again.")
     if upload.size > settings.max_upload_bytes:
-        raise ImageshelfError("file_too_large", storage._too_large(upload.size, settings.max_upload_bytes))
+        raise too_large(upload.size, settings.max_upload_bytes)
     with _Timer(outcome, "read"):
         data = storage.read_upload(upload, settings)
     with _Timer(outcome, "decode_resize_encode"):
-        try:
-            info, renditions = imaging.render(data, [box for _, box in settings.renditions], limits)
-        except ImageshelfError:
-            raise
-        except Exception as error:  # a decoder bug must not leave the image pending forever
-            raise ImageshelfError("internal_error", f"Processing failed unexpectedly ({type(error).__name__}).")
+        info, renditions = imaging.render(data, [box for _, box in settings.renditions], limits)
     del data
     with _Timer(outcome, "write"):
         for (name, _), rendition in zip(settings.renditions, renditions, strict=True):
-            storage.put_rendition(pending.id, name, rendition.data, rendition.width, rendition.height,
-                                  rendition.extension, settings)
+            storage.put_rendition(
+                pending.id,
+                name,
+                rendition.data,
+                rendition.width,
+                rendition.height,
+                rendition.extension,
+                settings,
+            )
             outcome.bytes_out += len(rendition.data)
-    return replace(pending, status="ready", content_type=info.content_type, format=info.format,
-                   width=info.width, height=info.height, frames=info.frames,
-                   animated=any(r.animated for r in renditions))
+    return replace(
+        pending,
+        status="ready",
+        content_type=info.content_type,
+        format=info.format,
+        width=info.width,
+        height=info.height,
+        frames=info.frames,
+        animated=any(r.animated for r in renditions),
+    )

@@ -37,10 +37,11 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from .config import Settings
-from .errors import ImageshelfError
+from .errors import too_large
 
 UPLOAD_PREFIX = "uploads/"
 STATUSES = ("pending", "ready", "failed")
+_RANK = {"pending": 0, "failed": 1, "ready": 2}  # when records coexist, the higher one holds
 
 # Crockford's base32 alphabet is in ASCII order, so encoded numbers sort like the numbers.
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -165,8 +166,18 @@ class Record:
         return id_created_at(self.id)
 
 
-_KEY_FIELDS = ("filename", "bytes", "content_type", "format", "width", "height", "frames",
-               "animated", "error_code", "error_message")
+_KEY_FIELDS = (
+    "filename",
+    "bytes",
+    "content_type",
+    "format",
+    "width",
+    "height",
+    "frames",
+    "animated",
+    "error_code",
+    "error_message",
+)
 
 
 def record_key(record: Record) -> str:
@@ -191,7 +202,7 @@ def _shorten(text: str) -> str:
     return text[: keep // 2] + "…" + text[-(keep // 2) :]
 
 
-def _parse_record_key(image_id: str, rest: str) -> Record | None:
+def parse_record_key(image_id: str, rest: str) -> Record | None:
     match = _RECORD_KEY.fullmatch(rest)
     if not match:
         return None
@@ -213,7 +224,7 @@ def _parse_rendition_key(key: str, rest: str, size: int) -> Rendition | None:
     return Rendition(name, key, int(width), int(height), CONTENT_TYPES[ext], size)
 
 
-def _merge(image_id: str, objects: Iterable[dict[str, Any]]) -> Record | None:
+def image_state(image_id: str, objects: Iterable[dict[str, Any]]) -> Record | None:
     """The image's state from its keys: a final record wins over pending, and renditions
     are shown only once the image is ready (the ready record is written last)."""
     records: list[Record] = []
@@ -221,7 +232,7 @@ def _merge(image_id: str, objects: Iterable[dict[str, Any]]) -> Record | None:
     for obj in objects:
         rest = obj["Key"][ID_LENGTH + 1 :]
         if rest.startswith("s/"):
-            record = _parse_record_key(image_id, rest)
+            record = parse_record_key(image_id, rest)
             if record:
                 records.append(record)
         elif rest.startswith("r/"):
@@ -230,8 +241,7 @@ def _merge(image_id: str, objects: Iterable[dict[str, Any]]) -> Record | None:
                 renditions.append(rendition)
     if not records:
         return None
-    rank = {"pending": 0, "failed": 1, "ready": 2}
-    best = max(records, key=lambda r: rank[r.status])
+    best = max(records, key=lambda r: _RANK[r.status])
     if best.status != "ready":
         return best
     renditions.sort(key=lambda r: (r.width * r.height, r.name))
@@ -259,8 +269,7 @@ def _client(endpoint_url: str | None, region: str | None) -> Any:
         # so browsers POST to the bucket's own regional host.
         s3={"addressing_style": "path" if endpoint_url else "virtual"},
     )
-    return boto3.session.Session().client("s3", region_name=region, endpoint_url=endpoint_url,
-                                          config=config)
+    return boto3.session.Session().client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
 
 
 def s3() -> Any:
@@ -273,6 +282,39 @@ def s3() -> Any:
 def reset_clients() -> None:
     """Forget cached clients (tests switch endpoints and credentials between cases)."""
     _client.cache_clear()
+
+
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "503",
+        "500",
+    }
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for S3 failures worth retrying later (throttling, 5xx, network); False for the rest."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(error, ConnectionError | HTTPClientError):
+        return True
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error.response.get("Error", {}).get("Code") in _TRANSIENT_CODES or status >= 500
+    return False
+
+
+def describe(error: BaseException) -> str:
+    """A short, safe description of an exception for a failure record (no traceback, no secrets)."""
+    code = getattr(error, "response", {}).get("Error", {}).get("Code")
+    return f"S3 error {code}" if code else type(error).__name__
 
 
 def _is_missing(error: Exception) -> bool:
@@ -316,19 +358,28 @@ def presign_post(image_id: str, content_type: str, filename: str, settings: Sett
         ["content-length-range", 1, settings.max_upload_bytes],
     ]
     return s3().generate_presigned_post(
-        Bucket=settings.upload_bucket, Key=upload_key(image_id), Fields=fields,
-        Conditions=conditions, ExpiresIn=settings.upload_url_expires,
+        Bucket=settings.upload_bucket,
+        Key=upload_key(image_id),
+        Fields=fields,
+        Conditions=conditions,
+        ExpiresIn=settings.upload_url_expires,
     )
 
 
-def presign_put(image_id: str, content_type: str, size: int, filename: str,
-                settings: Settings) -> tuple[str, dict[str, str]]:
+def presign_put(
+    image_id: str, content_type: str, size: int, filename: str, settings: Settings
+) -> tuple[str, dict[str, str]]:
     """A presigned PUT for ``uploads/{id}`` and the headers the client must send with it."""
     encoded = encode_filename(filename)
     url = s3().generate_presigned_url(
         "put_object",
-        Params={"Bucket": settings.upload_bucket, "Key": upload_key(image_id), "ContentType": content_type,
-                "ContentLength": size, "Metadata": {"filename": encoded}},
+        Params={
+            "Bucket": settings.upload_bucket,
+            "Key": upload_key(image_id),
+            "ContentType": content_type,
+            "ContentLength": size,
+            "Metadata": {"filename": encoded},
+        },
         ExpiresIn=settings.upload_url_expires,
     )
     headers = {"Content-Type": content_type, "Content-Length": str(size), "x-amz-meta-filename": encoded}
@@ -347,8 +398,13 @@ def head_upload(key: str, settings: Settings) -> UploadObject | None:
         raise
     meta = head.get("Metadata", {})
     filename = clean_filename(unquote(meta["filename"]) if meta.get("filename") else key)
-    return UploadObject(key=key, size=head["ContentLength"], etag=head.get("ETag", "").strip('"'),
-                        last_modified=head["LastModified"], filename=filename)
+    return UploadObject(
+        key=key,
+        size=head["ContentLength"],
+        etag=head.get("ETag", "").strip('"'),
+        last_modified=head["LastModified"],
+        filename=filename,
+    )
 
 
 def read_upload(upload: UploadObject, settings: Settings) -> bytes:
@@ -359,12 +415,8 @@ def read_upload(upload: UploadObject, settings: Settings) -> bytes:
     finally:
         body.close()
     if len(data) > settings.max_upload_bytes:
-        raise ImageshelfError("file_too_large", _too_large(len(data), settings.max_upload_bytes))
+        raise too_large(len(data), settings.max_upload_bytes)
     return data
-
-
-def _too_large(size: int, limit: int) -> str:
-    return f"The file is {size / 2**20:.1f} MiB; the limit is {limit / 2**20:.1f} MiB."
 
 
 def upload_exists(image_id: str, settings: Settings) -> bool:
@@ -386,11 +438,15 @@ def delete_upload(key: str, settings: Settings) -> None:
 # --- renditions and records ------------------------------------------------------------
 
 
-def put_rendition(image_id: str, name: str, data: bytes, width: int, height: int, extension: str,
-                  settings: Settings) -> str:
+def put_rendition(
+    image_id: str, name: str, data: bytes, width: int, height: int, extension: str, settings: Settings
+) -> str:
     key = rendition_key(image_id, name, width, height, extension)
     s3().put_object(
-        Bucket=settings.images_bucket, Key=key, Body=data, ContentType=CONTENT_TYPES[extension],
+        Bucket=settings.images_bucket,
+        Key=key,
+        Body=data,
+        ContentType=CONTENT_TYPES[extension],
         # Keys change whenever the pixels do, so a rendition can be cached for good.
         CacheControl="public, max-age=31536000, immutable",
     )
@@ -400,8 +456,12 @@ def put_rendition(image_id: str, name: str, data: bytes, width: int, height: int
 def put_record(record: Record, settings: Settings) -> str:
     key = record_key(record)
     body = json.dumps(asdict(record) | {"renditions": None}, ensure_ascii=False, sort_keys=True)
-    s3().put_object(Bucket=settings.images_bucket, Key=key, Body=body.encode("utf-8", "surrogatepass"),
-                    ContentType="application/json")
+    s3().put_object(
+        Bucket=settings.images_bucket,
+        Key=key,
+        Body=body.encode("utf-8", "surrogatepass"),
+        ContentType="application/json",
+    )
     return key
 
 
@@ -418,18 +478,28 @@ def _list(settings: Settings, **kwargs: Any) -> Iterator[dict[str, Any]]:
 
 
 def image_objects(image_id: str, settings: Settings) -> list[dict[str, Any]]:
-    return [obj for page in _list(settings, Prefix=_image_prefix(image_id)) for obj in page.get("Contents", [])]
+    return [
+        obj for page in _list(settings, Prefix=_image_prefix(image_id)) for obj in page.get("Contents", [])
+    ]
 
 
 def get_record(image_id: str, settings: Settings) -> Record | None:
     """The image's current state, from one listing of its keys."""
-    return _merge(image_id, image_objects(image_id, settings))
+    return image_state(image_id, image_objects(image_id, settings))
 
 
-def replace_records(keep_key: str, objects: Iterable[dict[str, Any]], settings: Settings) -> None:
-    """Delete every status record but ``keep_key`` (the final one, already written)."""
-    stale = [o["Key"] for o in objects if o["Key"][ID_LENGTH:].startswith("/s/") and o["Key"] != keep_key]
-    _delete_keys(settings.images_bucket, stale)
+def settle_records(image_id: str, settings: Settings) -> None:
+    """Leave exactly one status record: the best (ready, then failed, then pending).
+
+    Every delivery calls this after writing its final record, so whichever of several
+    racing deliveries finishes last removes what the others left behind.
+    """
+    records = []
+    for obj in image_objects(image_id, settings):
+        record = parse_record_key(image_id, obj["Key"][ID_LENGTH + 1 :])
+        if record is not None:
+            records.append((_RANK[record.status], obj["Key"]))
+    _delete_keys(settings.images_bucket, [key for _, key in sorted(records)[:-1]])
 
 
 def _delete_keys(bucket: str, keys: list[str]) -> None:
@@ -459,7 +529,7 @@ def list_images(limit: int, cursor: str | None, settings: Settings) -> tuple[lis
     records = []
     ids = list(groups)
     for image_id in ids[:limit]:
-        record = _merge(image_id, groups[image_id])
+        record = image_state(image_id, groups[image_id])
         if record:
             records.append(record)
     next_cursor = ids[limit - 1] if len(ids) > limit else None
@@ -475,7 +545,7 @@ def read_record_body(record: Record, settings: Settings) -> dict[str, Any]:
 def delete_image(image_id: str, settings: Settings) -> bool:
     """Delete the original, every rendition and every record; False if there was nothing."""
     objects = image_objects(image_id, settings)
-    record = _merge(image_id, objects)
+    record = image_state(image_id, objects)
     source = upload_key(image_id)
     if record is not None:
         source = read_record_body(record, settings).get("source_key") or source
@@ -484,7 +554,9 @@ def delete_image(image_id: str, settings: Settings) -> bool:
     s3().delete_object(Bucket=settings.upload_bucket, Key=source)
     # Records last: until they go, a retried delete can still find the original's key.
     keys = [o["Key"] for o in objects]
-    _delete_keys(settings.images_bucket, [k for k in keys if "/s/" not in k] + [k for k in keys if "/s/" in k])
+    _delete_keys(
+        settings.images_bucket, [k for k in keys if "/s/" not in k] + [k for k in keys if "/s/" in k]
+    )
     return True
 
 
@@ -496,7 +568,8 @@ def rendition_url(key: str, settings: Settings) -> str:
     if settings.public_base_url:
         return f"{settings.public_base_url}/{quote(key)}"
     return s3().generate_presigned_url(
-        "get_object", Params={"Bucket": settings.images_bucket, "Key": key},
+        "get_object",
+        Params={"Bucket": settings.images_bucket, "Key": key},
         ExpiresIn=settings.download_url_expires,
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from . import storage
 from .config import UPLOAD_CONTENT_TYPES, Settings
-from .errors import ImageshelfError
+from .errors import ImageshelfError, too_large
 
 _FIELDS = ("filename", "content_type", "size", "method")
 _EXAMPLE = '{"filename": "cat.jpg", "content_type": "image/jpeg", "size": 123456}'
@@ -26,11 +26,14 @@ def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
         raise ImageshelfError("invalid_request", f"Send a JSON object, for example {_EXAMPLE}.")
     unknown = sorted(set(request) - set(_FIELDS))
     if unknown:
-        raise ImageshelfError("invalid_request",
-                              f"Unknown field {unknown[0]!r}; the fields are {', '.join(_FIELDS)}.")
+        raise ImageshelfError(
+            "invalid_request", f"Unknown field {unknown[0]!r}; the fields are {', '.join(_FIELDS)}."
+        )
     filename = request.get("filename")
     if not isinstance(filename, str) or not filename.strip():
-        raise ImageshelfError("invalid_request", "'filename' is required: the photo's file name, e.g. cat.jpg.")
+        raise ImageshelfError(
+            "invalid_request", "'filename' is required: the photo's file name, e.g. cat.jpg."
+        )
     content_type = request.get("content_type")
     if not isinstance(content_type, str):
         raise ImageshelfError("invalid_request", "'content_type' is required, e.g. image/jpeg.")
@@ -38,7 +41,8 @@ def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
     if content_type not in UPLOAD_CONTENT_TYPES:
         raise ImageshelfError(
             "unsupported_media_type",
-            f"{content_type or 'That type'} is not accepted; upload one of: {', '.join(UPLOAD_CONTENT_TYPES)}.",
+            f"{content_type or 'That type'} is not accepted; "
+            f"upload one of: {', '.join(UPLOAD_CONTENT_TYPES)}.",
         )
     method = request.get("method", "post")
     if not isinstance(method, str) or method.lower() not in ("post", "put"):
@@ -49,10 +53,17 @@ def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
         raise ImageshelfError("invalid_request", "'size' (the file's length in bytes) is required for put.")
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ImageshelfError("invalid_request", "'size' is the file's length in bytes: a whole number >= 1.")
+            raise ImageshelfError(
+                "invalid_request", "'size' is the file's length in bytes: a whole number >= 1."
+            )
         if size > settings.max_upload_bytes:
-            raise ImageshelfError("file_too_large", storage._too_large(size, settings.max_upload_bytes))
-    return {"filename": storage.clean_filename(filename), "content_type": content_type, "size": size, "method": method}
+            raise too_large(size, settings.max_upload_bytes)
+    return {
+        "filename": storage.clean_filename(filename),
+        "content_type": content_type,
+        "size": size,
+        "method": method,
+    }
 
 
 def create(body: bytes | None, settings: Settings) -> dict[str, Any]:
@@ -65,8 +76,9 @@ def create(body: bytes | None, settings: Settings) -> dict[str, Any]:
         post = storage.presign_post(image_id, request["content_type"], request["filename"], settings)
         response.update(url=post["url"], fields=post["fields"])
     else:
-        url, headers = storage.presign_put(image_id, request["content_type"], request["size"],
-                                           request["filename"], settings)
+        url, headers = storage.presign_put(
+            image_id, request["content_type"], request["size"], request["filename"], settings
+        )
         response.update(url=url, headers=headers)
     response.update(
         expires_at=expires_at.isoformat(timespec="seconds").replace("+00:00", "Z"),

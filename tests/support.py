@@ -22,7 +22,9 @@ UPLOAD_BUCKET = "imageshelf-local-uploads"
 IMAGES_BUCKET = "imageshelf-local-images"
 
 
-def jpeg(width: int = 1200, height: int = 800, color: tuple[int, int, int] = (200, 40, 40), **save: Any) -> bytes:
+def jpeg(
+    width: int = 1200, height: int = 800, color: tuple[int, int, int] = (200, 40, 40), **save: Any
+) -> bytes:
     """A JPEG whose top-left quarter is white, so orientation and cropping are visible."""
     image = Image.new("RGB", (width, height), color)
     image.paste((255, 255, 255), (0, 0, width // 2, height // 2))
@@ -42,13 +44,23 @@ def png_rgba(width: int = 300, height: int = 200) -> bytes:
 def s3_event(key: str, bucket: str = UPLOAD_BUCKET, event: str = "ObjectCreated:Put") -> dict[str, Any]:
     """An S3 notification as Lambda receives it: the key URL-encoded, as S3 sends it
     (Chalice's test client does not encode keys; real S3 does)."""
-    return {"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-11-23T12:00:00.000Z", "eventName": event,
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "resize",
-               "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-               "object": {"key": quote_plus(key, safe="/"), "size": 1, "eTag": "x", "sequencer": "0"}},
-    }]}
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventTime": "2026-11-23T12:00:00.000Z",
+                "eventName": event,
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "resize",
+                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                    "object": {"key": quote_plus(key, safe="/"), "size": 1, "eTag": "x", "sequencer": "0"},
+                },
+            }
+        ]
+    }
 
 
 def free_port() -> int:
@@ -83,9 +95,21 @@ class Stack:
         env.update(ADMIN_TOKEN=self.admin_token, PYTHONUNBUFFERED="1", **self.env)
         self.log = open(self.data_dir.parent / f"devserver-{self.port}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tools.devserver", "--port", str(self.port), "--s3-port", str(self.s3_port),
-             "--data-dir", str(self.data_dir)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "tools.devserver",
+                "--port",
+                str(self.port),
+                "--s3-port",
+                str(self.s3_port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -113,17 +137,24 @@ class Stack:
     def s3(self) -> Any:
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.s3_url, region_name="us-east-1",
-                            aws_access_key_id="test", aws_secret_access_key="test")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
 
     def upload(self, data: bytes, filename: str = "photo.jpg", content_type: str = "image/jpeg") -> str:
         """Upload through the presigned POST flow, as a browser does; returns the image id."""
-        grant = requests.post(f"{self.url}/uploads", json={"filename": filename, "content_type": content_type},
-                              timeout=10)
+        grant = requests.post(
+            f"{self.url}/uploads", json={"filename": filename, "content_type": content_type}, timeout=10
+        )
         grant.raise_for_status()
         body = grant.json()
-        sent = requests.post(body["url"], data=body["fields"], files={"file": (filename, data, content_type)},
-                             timeout=30)
+        sent = requests.post(
+            body["url"], data=body["fields"], files={"file": (filename, data, content_type)}, timeout=30
+        )
         assert sent.status_code in (200, 201, 204), sent.text
         return body["id"]
 

@@ -44,8 +44,11 @@ def test_presigned_post_upload_becomes_ready_with_a_thumbnail(stack: Stack) -> N
 
 def test_presigned_put_upload(stack: Stack) -> None:
     data = jpeg(640, 480)
-    grant = requests.post(f"{stack.url}/uploads", timeout=10, json={
-        "filename": "put me.jpg", "content_type": "image/jpeg", "size": len(data), "method": "put"}).json()
+    grant = requests.post(
+        f"{stack.url}/uploads",
+        timeout=10,
+        json={"filename": "put me.jpg", "content_type": "image/jpeg", "size": len(data), "method": "put"},
+    ).json()
     sent = requests.put(grant["url"], data=data, headers=grant["headers"], timeout=10)
     assert sent.status_code == 200, sent.text
     image = stack.wait(grant["id"])
@@ -75,7 +78,9 @@ def test_a_text_file_fails_with_a_reason_and_the_original_is_kept(stack: Stack) 
     image = stack.wait(image_id)
     assert image["status"] == "failed"
     assert image["error"]["code"] == "not_an_image"
-    assert stack.s3().head_object(Bucket=stack.upload_bucket, Key=f"uploads/{image_id}")["ContentLength"] == 27
+    assert (
+        stack.s3().head_object(Bucket=stack.upload_bucket, Key=f"uploads/{image_id}")["ContentLength"] == 27
+    )
 
 
 def test_uploads_survive_a_restart(tmp_path: Path) -> None:
@@ -95,3 +100,41 @@ def test_uploads_survive_a_restart(tmp_path: Path) -> None:
         assert len(listed(second)) == 1  # restored uploads are not processed a second time
     finally:
         second.stop()
+
+
+def test_racing_deliveries_against_the_embedded_s3(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six extra deliveries of one upload race the stack's own, on real threads and real HTTP."""
+    import threading
+
+    from chalicelib import processing, storage
+    from chalicelib.config import get_settings
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", stack.s3_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    storage.reset_clients()
+    key = "uploads/race condition.jpg"
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def deliver() -> None:
+        barrier.wait()
+        outcomes.append(processing.process_upload(stack.upload_bucket, key, get_settings()).outcome)
+
+    stack.s3().put_object(Bucket=stack.upload_bucket, Key=key, Body=jpeg(3000, 2000))
+    threads = [threading.Thread(target=deliver) for _ in range(6)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        storage.reset_clients()
+    assert len(outcomes) == 6 and set(outcomes) <= {"ready", "duplicate"}
+    time.sleep(1.5)  # let the stack's own delivery finish too
+    matches = [i for i in listed(stack).values() if i["original"]["filename"] == "race condition.jpg"]
+    assert len(matches) == 1 and matches[0]["status"] == "ready"
+    written = stack.s3().list_objects_v2(Bucket=stack.images_bucket, Prefix=f"{matches[0]['id']}/")[
+        "Contents"
+    ]
+    assert sorted(obj["Key"].split("/")[1] for obj in written) == ["r", "r", "s"]

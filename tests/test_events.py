@@ -101,8 +101,12 @@ def test_keys_outside_the_upload_prefix_or_bucket_are_refused(client: Any, aws: 
     aws.put_object(Bucket=UPLOAD_BUCKET, Key="elsewhere/photo.jpg", Body=jpeg())
     aws.put_object(Bucket=IMAGES_BUCKET, Key="uploads/photo.jpg", Body=jpeg())
     settings = get_settings()
-    for bucket, key in ((UPLOAD_BUCKET, "elsewhere/photo.jpg"), (IMAGES_BUCKET, "uploads/photo.jpg"),
-                        (UPLOAD_BUCKET, "uploads/"), (UPLOAD_BUCKET, "uploads/folder/")):
+    for bucket, key in (
+        (UPLOAD_BUCKET, "elsewhere/photo.jpg"),
+        (IMAGES_BUCKET, "uploads/photo.jpg"),
+        (UPLOAD_BUCKET, "uploads/"),
+        (UPLOAD_BUCKET, "uploads/folder/"),
+    ):
         outcome = processing.process_upload(bucket, key, settings)
         assert outcome.outcome == "ignored" and outcome.error_message
     assert set(keys(aws, IMAGES_BUCKET)) == {"uploads/photo.jpg"}
@@ -126,8 +130,9 @@ def test_nothing_the_handler_writes_can_trigger_it_again(client: Any, aws: Any) 
         assert not storage.is_upload_key(key)
 
 
-def test_oversized_object_is_refused_from_its_head_without_download(client: Any, aws: Any,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_oversized_object_is_refused_from_its_head_without_download(
+    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MAX_UPLOAD_BYTES", "50000")
     aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/big.jpg", Body=b"\xff" * 50001)
     gets = count_calls("GetObject")
@@ -146,8 +151,9 @@ def test_empty_object_is_recorded_as_empty_file(client: Any, aws: Any) -> None:
     assert only_image(client)["error"]["code"] == "empty_file"
 
 
-def test_crash_between_renditions_is_repaired_by_the_next_delivery(client: Any, aws: Any,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_between_renditions_is_repaired_by_the_next_delivery(
+    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/crash.jpg", Body=jpeg(2000, 1000))
     real_put = storage.put_rendition
     written: list[str] = []
@@ -174,7 +180,9 @@ def test_crash_between_renditions_is_repaired_by_the_next_delivery(client: Any, 
     assert len(records) == 1 and "/s/ready." in records[0]
 
 
-def test_transient_s3_failure_is_raised_not_recorded(client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transient_s3_failure_is_raised_not_recorded(
+    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/t.jpg", Body=jpeg())
 
     def unavailable(*args: Any, **kwargs: Any) -> bytes:
@@ -186,8 +194,9 @@ def test_transient_s3_failure_is_raised_not_recorded(client: Any, aws: Any, monk
     assert only_image(client)["status"] == "pending"
 
 
-def test_delete_originals_removes_the_upload_only_after_success(client: Any, aws: Any,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_delete_originals_removes_the_upload_only_after_success(
+    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DELETE_ORIGINALS", "true")
     aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/ok.jpg", Body=jpeg())
     aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/bad.jpg", Body=b"nope")
@@ -233,3 +242,54 @@ def test_each_invocation_logs_one_json_line(client: Any, aws: Any, caplog: pytes
     assert line["bytes_in"] == len(jpeg()) and line["bytes_out"] > 0
     assert {"head", "read", "decode_resize_encode", "write", "record"} <= set(line["durations_ms"])
     assert line["peak_rss_mb"] > 0
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
+        yield self.data
+
+
+def fail_first(operation: str, times: int, status: int, code: str) -> list[int]:
+    """Answer the first ``times`` calls of ``operation`` with an S3 error, as S3 does under load."""
+    from botocore.awsrequest import AWSResponse
+
+    seen: list[int] = []
+
+    def maybe_fail(request: Any, **kwargs: Any) -> Any:
+        seen.append(status)
+        if len(seen) <= times:
+            body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+            return AWSResponse(request.url, status, {"Content-Type": "application/xml"}, _Body(body))
+        return None
+
+    storage.s3().meta.events.register(f"before-send.s3.{operation}", maybe_fail)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("operation", "status", "code"), [("GetObject", 503, "SlowDown"), ("PutObject", 500, "InternalError")]
+)
+def test_transient_s3_errors_are_retried_by_the_client(
+    client: Any, aws: Any, operation: str, status: int, code: str
+) -> None:
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/retry.jpg", Body=jpeg())
+    seen = fail_first(operation, 2, status, code)
+    client.lambda_.invoke("resize", s3_event("uploads/retry.jpg"))
+    assert only_image(client)["status"] == "ready"
+    assert len(seen) > 2  # the failures happened and were retried
+
+
+def test_permanent_s3_failure_is_recorded_as_internal_error(client: Any, aws: Any) -> None:
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/denied.jpg", Body=jpeg())
+    fail_first("GetObject", 100, 403, "AccessDenied")
+    client.lambda_.invoke("resize", s3_event("uploads/denied.jpg"))
+    image = only_image(client)
+    assert image["status"] == "failed"
+    assert image["error"] == {
+        "code": "internal_error",
+        "message": "Processing failed (S3 error AccessDenied); the original is kept.",
+    }
+    assert "uploads/denied.jpg" in keys(aws, UPLOAD_BUCKET)

@@ -80,8 +80,11 @@ def test_presigned_put_signs_type_length_and_filename(client: Any) -> None:
     signed = query["X-Amz-SignedHeaders"][0].split(";")
     assert {"content-type", "content-length", "x-amz-meta-filename", "host"} <= set(signed)
     assert int(query["X-Amz-Expires"][0]) <= 300
-    assert grant["headers"] == {"Content-Type": "image/png", "Content-Length": "999",
-                                "x-amz-meta-filename": "d%C3%B6g n%C3%A4me.png"}
+    assert grant["headers"] == {
+        "Content-Type": "image/png",
+        "Content-Length": "999",
+        "x-amz-meta-filename": "d%C3%B6g n%C3%A4me.png",
+    }
 
 
 def test_upload_method_defaults_to_post_and_size_is_optional(client: Any) -> None:
@@ -95,7 +98,11 @@ def test_upload_method_defaults_to_post_and_size_is_optional(client: Any) -> Non
     [
         ({"filename": "a.svg", "content_type": "image/svg+xml"}, 415, "unsupported_media_type"),
         ({"filename": "a.pdf", "content_type": "application/pdf"}, 415, "unsupported_media_type"),
-        ({"filename": "a.jpg", "content_type": "image/jpeg", "size": 20 * 1024 * 1024 + 1}, 413, "file_too_large"),
+        (
+            {"filename": "a.jpg", "content_type": "image/jpeg", "size": 20 * 1024 * 1024 + 1},
+            413,
+            "file_too_large",
+        ),
         ({"filename": "a.jpg", "content_type": "image/jpeg", "size": 0}, 400, "invalid_request"),
         ({"filename": "a.jpg", "content_type": "image/jpeg", "size": "12"}, 400, "invalid_request"),
         ({"filename": "a.jpg", "content_type": "image/jpeg", "method": "put"}, 400, "invalid_request"),
@@ -120,8 +127,9 @@ def test_upload_body_must_be_a_json_object(client: Any, raw: str) -> None:
 
 def test_curl_style_form_content_type_is_parsed_as_json(client: Any) -> None:
     body = json.dumps({"filename": "a.jpg", "content_type": "image/jpeg"})
-    response = client.http.post("/uploads", headers={"Content-Type": "application/x-www-form-urlencoded"},
-                                body=body)
+    response = client.http.post(
+        "/uploads", headers={"Content-Type": "application/x-www-form-urlencoded"}, body=body
+    )
     assert response.status_code == 201
 
 
@@ -134,8 +142,12 @@ def test_wrong_method_uses_the_error_contract(client: Any) -> None:
 def process(client: Any, aws: Any, data: bytes, filename: str = "photo.jpg") -> str:
     """Upload through a presigned grant's key and deliver the S3 event; returns the id."""
     grant = json.loads(post_upload(client, filename=filename, content_type="image/jpeg").body)
-    aws.put_object(Bucket=UPLOAD_BUCKET, Key=grant["fields"]["key"], Body=data,
-                   Metadata={"filename": grant["fields"]["x-amz-meta-filename"]})
+    aws.put_object(
+        Bucket=UPLOAD_BUCKET,
+        Key=grant["fields"]["key"],
+        Body=data,
+        Metadata={"filename": grant["fields"]["x-amz-meta-filename"]},
+    )
     client.lambda_.invoke("resize", s3_event(grant["fields"]["key"]))
     return grant["id"]
 
@@ -146,8 +158,14 @@ def test_get_image_ready_with_renditions(client: Any, aws: Any) -> None:
     assert response.status_code == 200
     image = json.loads(response.body)
     assert image["status"] == "ready"
-    assert image["original"] == {"filename": "cat.jpg", "content_type": "image/jpeg", "bytes": len(jpeg(1200, 800)),
-                                 "width": 1200, "height": 800, "format": "JPEG"}
+    assert image["original"] == {
+        "filename": "cat.jpg",
+        "content_type": "image/jpeg",
+        "bytes": len(jpeg(1200, 800)),
+        "width": 1200,
+        "height": 800,
+        "format": "JPEG",
+    }
     names = {r["name"]: r for r in image["renditions"]}
     assert (names["thumb"]["width"], names["thumb"]["height"]) == (400, 267)
     assert (names["large"]["width"], names["large"]["height"]) == (1200, 800)  # never enlarged
@@ -189,10 +207,14 @@ def test_list_images_newest_first_with_cursor(client: Any, aws: Any) -> None:
     assert [i["id"] for i in second["images"] + third["images"]] == ids[::-1][2:]
     assert third["next_cursor"] is None
     everything = json.loads(client.http.get("/images").body)
-    assert [i["original"]["filename"] for i in everything["images"]] == [f"p{i}.jpg" for i in range(4, -1, -1)]
+    assert [i["original"]["filename"] for i in everything["images"]] == [
+        f"p{i}.jpg" for i in range(4, -1, -1)
+    ]
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=abc", "limit=-1", "cursor=bad", "cursor=..%2F"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=101", "limit=abc", "limit=-1", "cursor=bad", "cursor=..%2F"]
+)
 def test_list_images_rejects_bad_paging(client: Any, query: str) -> None:
     response = client.http.get(f"/images?{query}")
     assert response.status_code == 400
@@ -222,11 +244,16 @@ def test_delete_is_disabled_without_a_configured_token(client: Any, aws: Any) ->
 
 @pytest.mark.parametrize(
     ("headers", "status", "code"),
-    [({}, 401, "unauthorized"), ({"Authorization": "Basic abc"}, 401, "unauthorized"),
-     ({"Authorization": "Bearer wrong"}, 403, "forbidden"), ({"Authorization": "Bearer s3cret-"}, 403, "forbidden")],
+    [
+        ({}, 401, "unauthorized"),
+        ({"Authorization": "Basic abc"}, 401, "unauthorized"),
+        ({"Authorization": "Bearer wrong"}, 403, "forbidden"),
+        ({"Authorization": "Bearer s3cret-"}, 403, "forbidden"),
+    ],
 )
-def test_delete_needs_the_right_bearer_token(client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch,
-                                             headers: dict, status: int, code: str) -> None:
+def test_delete_needs_the_right_bearer_token(
+    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch, headers: dict, status: int, code: str
+) -> None:
     monkeypatch.setenv("ADMIN_TOKEN", "s3cret")
     image_id = process(client, aws, jpeg(64, 48))
     response = client.http.delete(f"/images/{image_id}", headers=headers)
@@ -235,7 +262,9 @@ def test_delete_needs_the_right_bearer_token(client: Any, aws: Any, monkeypatch:
     assert client.http.get(f"/images/{image_id}").status_code == 200
 
 
-def test_delete_removes_original_renditions_and_records(client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_delete_removes_original_renditions_and_records(
+    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ADMIN_TOKEN", "s3cret")
     keep = process(client, aws, jpeg(64, 48))
     image_id = process(client, aws, jpeg(64, 48))

@@ -23,7 +23,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--s3-port", type=int, default=int(os.environ.get("S3_PORT", "9000")))
     parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", str(ROOT / ".data")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("RESIZE_WORKERS", "2")),
-                        help="concurrent resize invocations (Lambda's concurrency)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("RESIZE_WORKERS", "2")),
+        help="concurrent resize invocations (Lambda's concurrency)",
+    )
     return parser.parse_args(argv)
 
 
@@ -70,8 +73,9 @@ class Mirror:
                 except (OSError, ValueError):
                     continue  # a half-written file from a crash: skip it
                 extra = {k: meta[k] for k in ("ContentType", "CacheControl") if meta.get(k)}
-                response = self.s3.put_object(Bucket=bucket, Key=meta["Key"], Body=body,
-                                              Metadata=meta.get("Metadata", {}), **extra)
+                response = self.s3.put_object(
+                    Bucket=bucket, Key=meta["Key"], Body=body, Metadata=meta.get("Metadata", {}), **extra
+                )
                 self.known[bucket][meta["Key"]] = response["ETag"]
                 count += 1
         return count
@@ -105,8 +109,12 @@ class Mirror:
         except ClientError:
             return  # deleted since it was listed
         data_path, meta_path = self._paths(bucket, key)
-        meta = {"Key": key, "ContentType": obj.get("ContentType"), "CacheControl": obj.get("CacheControl"),
-                "Metadata": obj.get("Metadata", {})}
+        meta = {
+            "Key": key,
+            "ContentType": obj.get("ContentType"),
+            "CacheControl": obj.get("CacheControl"),
+            "Metadata": obj.get("Metadata", {}),
+        }
         for path, content in ((data_path, obj["Body"].read()), (meta_path, json.dumps(meta).encode())):
             tmp = path.with_suffix(path.suffix + ".tmp")
             tmp.write_bytes(content)
@@ -134,7 +142,9 @@ class EventPump:
         while not self.stopping.is_set():
             try:
                 messages = self.sqs.receive_message(
-                    QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=1,
                     AttributeNames=["ApproximateReceiveCount"],
                 ).get("Messages", [])
             except Exception:  # the embedded server is shutting down
@@ -152,14 +162,15 @@ class EventPump:
         try:
             for record in body.get("Records", []):
                 # Lambda gets one record per S3 event; keys arrive URL-encoded, as from S3.
-                self.handler({"Records": [record]}, LambdaContext("resize", memory_size=2048,
-                                                                  max_runtime_ms=60_000))
+                self.handler(
+                    {"Records": [record]}, LambdaContext("resize", memory_size=2048, max_runtime_ms=60_000)
+                )
         except Exception:
             if attempt < MAX_DELIVERIES:
                 log.exception("resize failed (attempt %d of %d); retrying", attempt, MAX_DELIVERIES)
-                self.sqs.change_message_visibility(QueueUrl=self.queue_url,
-                                                   ReceiptHandle=message["ReceiptHandle"],
-                                                   VisibilityTimeout=attempt)
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=attempt
+                )
                 return
             log.exception("resize failed %d times; giving up on this event", attempt)
         # Deleted after handling (or giving up), so nothing is lost if this process dies.
@@ -169,8 +180,11 @@ class EventPump:
 def _use_embedded_aws(s3_url: str) -> None:
     # Fixed local credentials: the embedded S3 ignores them, and real AWS never sees them.
     os.environ.update(
-        AWS_ENDPOINT_URL=s3_url, AWS_ACCESS_KEY_ID="imageshelf-local", AWS_SECRET_ACCESS_KEY="imageshelf-local",
-        AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1",
+        AWS_ENDPOINT_URL=s3_url,
+        AWS_ACCESS_KEY_ID="imageshelf-local",
+        AWS_SECRET_ACCESS_KEY="imageshelf-local",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
     )
     for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SQS"):
         os.environ.pop(name, None)
@@ -179,12 +193,19 @@ def _use_embedded_aws(s3_url: str) -> None:
 def _subscribe(s3: Any, sqs: Any, bucket: str, prefix: str) -> str:
     queue_url = sqs.create_queue(QueueName=QUEUE, Attributes={"VisibilityTimeout": "120"})["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
-        "QueueConfigurations": [{
-            "Id": "resize", "QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
-            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
-        }],
-    })
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "Id": "resize",
+                    "QueueArn": arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
+                }
+            ],
+        },
+    )
     return queue_url
 
 
@@ -220,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     mirror = Mirror(s3, [settings.upload_bucket, settings.images_bucket], Path(args.data_dir))
     restored = mirror.restore()
     # Subscribed after the restore, so restored uploads are not processed again.
-    pump = EventPump(sqs, _subscribe(s3, sqs, settings.upload_bucket, UPLOAD_PREFIX), app_module.resize,
-                     args.workers)
+    pump = EventPump(
+        sqs, _subscribe(s3, sqs, settings.upload_bucket, UPLOAD_PREFIX), app_module.resize, args.workers
+    )
     pump.start()
 
     stopping = threading.Event()

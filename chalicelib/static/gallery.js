@@ -1,0 +1,800 @@
+// imageshelf gallery: uploads, live updates, paging, lightbox and deletion. Vanilla JS, no build step.
+//
+// Safety rule for this file: every piece of data (filenames, messages, URLs) reaches the page through
+// textContent or setAttribute, never through innerHTML, so a filename is always shown as text.
+(() => {
+  "use strict";
+
+  const config = JSON.parse(document.getElementById("config").textContent);
+  const $ = (id) => document.getElementById(id);
+  const grid = $("grid");
+  const lightbox = $("lightbox");
+  const TOKEN_KEY = "imageshelf.adminToken";
+  const PARALLEL_UPLOADS = 3;
+  const REFRESH_MS = 5000;
+  // Types a browser can preview from a local blob while the bytes upload.
+  const PREVIEWABLE = new Set(["image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/bmp"]);
+
+  // id -> {image, card, pinned}. "pinned" entries are this tab's uploads still being processed:
+  // the listing may not show them yet, so the periodic refresh must not treat them as deleted.
+  const entries = new Map();
+  let nextCursor = config.firstPage.next_cursor;
+  let adminToken = null;
+
+  // --- small helpers ----------------------------------------------------------------------
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value !== null && value !== undefined && value !== false) node.setAttribute(name, value === true ? "" : String(value));
+    }
+    for (const child of children) {
+      if (child !== null && child !== undefined) node.append(child); // strings become text nodes
+    }
+    return node;
+  }
+
+  function icon(path, cls) {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    if (cls) svg.setAttribute("class", cls);
+    const shape = document.createElementNS(ns, "path");
+    shape.setAttribute("d", path);
+    svg.append(shape);
+    return svg;
+  }
+  const ICONS = {
+    warning: "M12 8v5m0 3.5v.01M10.3 3.9L2.4 17.6A2 2 0 004.1 20.6h15.8a2 2 0 001.7-3L13.7 3.9a2 2 0 00-3.4 0z",
+    trash: "M4 7h16M10 11v6m4-6v6M6 7l1 12a2 2 0 002 2h6a2 2 0 002-2l1-12M9 7V4h6v3",
+  };
+
+  function words(code, detail) {
+    const text = config.errors[code] || config.errors.internal_error;
+    // invalid_request is generic on its own: the API's message says what was wrong.
+    return code === "invalid_request" && detail ? `${text} ${detail}` : text;
+  }
+
+  class ApiError extends Error {
+    constructor(code, message, status) {
+      super(message || code);
+      this.code = code;
+      this.status = status || 0;
+    }
+  }
+
+  // Relative URLs, so the page also works below a path prefix such as API Gateway's stage.
+  async function api(path, options) {
+    let response;
+    try {
+      response = await fetch(path, Object.assign({ headers: { Accept: "application/json" } }, options));
+    } catch (_) {
+      throw new ApiError("network", "", 0);
+    }
+    if (response.status === 204) return null;
+    let body = null;
+    try { body = await response.json(); } catch (_) { /* not JSON: handled below */ }
+    if (!response.ok) {
+      const error = (body && body.error) || {};
+      throw new ApiError(error.code || (response.status >= 500 ? "internal_error" : "invalid_request"),
+        error.message || "", response.status);
+    }
+    return body;
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function announce(text) {
+    const announcer = $("announcer");
+    announcer.textContent = "";
+    // A fresh text node in a later frame makes screen readers read repeated messages too.
+    requestAnimationFrame(() => { announcer.textContent = text; });
+  }
+
+  let toastTimer = 0;
+  function toast(text) {
+    const node = $("toast");
+    node.textContent = text;
+    node.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { node.hidden = true; }, 6000);
+  }
+
+  const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+  // --- cards ------------------------------------------------------------------------------
+
+  function filenameOf(image) {
+    return (image.original && image.original.filename) || "Untitled";
+  }
+
+  function renditionsOf(image) {
+    return (image.renditions || []).slice().sort((a, b) => a.width * a.height - b.width * b.height);
+  }
+
+  // What a card shows; a card is redrawn only when this changes (rendition URLs are presigned
+  // and change on every request, so they are left out).
+  function signature(image) {
+    const sizes = renditionsOf(image).map((r) => `${r.name}:${r.width}x${r.height}`).join(",");
+    return [image.status, image.error && image.error.code, filenameOf(image), sizes].join("|");
+  }
+
+  function caption(name, info) {
+    return el("div", { class: "caption" },
+      el("p", { class: "name", title: name }, name),
+      el("p", { class: "info" }, info));
+  }
+
+  // The same markup as templates/card.html, for images that arrive after the page loaded.
+  function buildCard(image) {
+    const name = filenameOf(image);
+    const renditions = renditionsOf(image);
+    let status = image.status;
+    if (status === "ready" && !renditions.length) status = "failed";
+    const card = el("li", { class: "card is-new", "data-id": image.id, "data-status": status });
+    const original = image.original || {};
+    if (status === "ready") {
+      const thumb = renditions[0];
+      const largest = renditions[renditions.length - 1];
+      card.append(el("a", { class: "tile", href: largest.url },
+        el("img", {
+          src: thumb.url,
+          srcset: renditions.map((r) => `${r.url} ${r.width}w`).join(", "),
+          sizes: "(max-width: 560px) 50vw, 260px",
+          width: thumb.width, height: thumb.height, loading: "lazy", decoding: "async", alt: name,
+        })));
+      const dims = original.width && original.height ? `${original.width} × ${original.height}` : "";
+      card.append(caption(name, dims));
+    } else if (status === "pending") {
+      card.append(el("div", { class: "tile tile-pending" },
+        el("span", { class: "spinner", "aria-hidden": "true" }),
+        el("span", { class: "tile-state" }, "Processing…")));
+      card.append(caption(name, "Processing"));
+    } else {
+      const code = (image.error && image.error.code) || "internal_error";
+      card.append(el("div", { class: "tile tile-failed" },
+        icon(ICONS.warning, "tile-icon"),
+        el("span", { class: "tile-state" }, "Couldn't process"),
+        el("span", { class: "tile-reason" }, words(code))));
+      card.append(caption(name, "Failed"));
+    }
+    decorate(card);
+    return card;
+  }
+
+  // Put a card where its id sorts: ids sort newest first as strings, as the API lists them.
+  // Cards of uploads that have no id yet stay at the top.
+  function place(card, id) {
+    for (const other of grid.children) {
+      if (other !== card && other.dataset.id && other.dataset.id > id) {
+        grid.insertBefore(card, other);
+        return;
+      }
+    }
+    grid.append(card);
+  }
+
+  function replaceCard(old, card) {
+    const hadFocus = old.contains(document.activeElement);
+    old.replaceWith(card);
+    if (hadFocus) (card.querySelector("a, button") || grid).focus();
+  }
+
+  // Add or update one image from any API answer.
+  function upsert(image) {
+    const entry = entries.get(image.id);
+    if (entry && entry.localName && !(image.original && image.original.filename)) {
+      // GET /images/{id} knows no filename until processing starts: keep the one we uploaded.
+      image = Object.assign({}, image, { original: Object.assign({}, image.original, { filename: entry.localName }) });
+    }
+    if (!entry) {
+      const card = buildCard(image);
+      entries.set(image.id, { image, card, pinned: false, sig: signature(image), touched: Date.now() });
+      place(card, image.id);
+    } else if (!entry.image || entry.sig !== signature(image)) {
+      const card = buildCard(image);
+      replaceCard(entry.card, card);
+      if (entry.preview) URL.revokeObjectURL(entry.preview);
+      Object.assign(entry, { image, card, sig: signature(image), preview: null });
+    } else {
+      entry.image = image; // fresher presigned URLs for the lightbox
+    }
+    if (image.status === "pending") watch(image.id, 1000);
+    updateEmpty();
+  }
+
+  function removeImage(id) {
+    const entry = entries.get(id);
+    if (!entry) return;
+    entries.delete(id);
+    if (entry.card.contains(document.activeElement)) {
+      const next = entry.card.nextElementSibling || entry.card.previousElementSibling;
+      (next && next.querySelector("a, button")) ? next.querySelector("a, button").focus() : grid.focus();
+    }
+    entry.card.remove();
+    if (lightbox.open && current === id) closeLightbox();
+    updateEmpty();
+  }
+
+  function updateEmpty() {
+    $("empty").hidden = grid.children.length > 0;
+  }
+
+  // --- live updates -----------------------------------------------------------------------
+
+  // Poll one pending image until it is ready or failed: every 250 ms at first, so a new upload's
+  // thumbnail shows within about a second, then more slowly for images that take long.
+  const watching = new Set();
+  async function watch(id, firstDelay) {
+    if (watching.has(id)) return;
+    watching.add(id);
+    const started = Date.now();
+    let delay = firstDelay;
+    try {
+      while (entries.has(id)) {
+        await sleep(delay);
+        const age = Date.now() - started;
+        delay = age < 20000 ? 250 : age < 120000 ? 1000 : 5000;
+        let image;
+        try {
+          image = await api(`images/${encodeURIComponent(id)}`);
+        } catch (error) {
+          if (error.code === "not_found" && age > 30000) { removeImage(id); return; }
+          continue; // not visible yet, or a network blip: try again
+        }
+        if (!entries.has(id)) return;
+        const entry = entries.get(id);
+        const wasPinned = entry.pinned;
+        upsert(image);
+        if (image.status !== "pending") {
+          entry.pinned = false;
+          entry.touched = Date.now();
+          if (wasPinned) {
+            announce(image.status === "ready" ? `${filenameOf(image)} is ready.`
+              : `${filenameOf(image)} could not be processed: ${words(image.error && image.error.code)}`);
+          }
+          return;
+        }
+      }
+    } finally {
+      watching.delete(id);
+    }
+  }
+
+  // Refresh the first page every few seconds, merging by id, so images uploaded elsewhere
+  // (another tab, the CLI, `aws s3 cp`) appear, and ones deleted elsewhere go.
+  async function refresh() {
+    const startedAt = Date.now();
+    let page;
+    try {
+      page = await api(`images?limit=${config.pageSize}`);
+    } catch (error) {
+      showBanner(words(error.code === "network" ? "network" : "internal_error"));
+      return;
+    }
+    hideBanner();
+    const seen = new Set(page.images.map((image) => image.id));
+    for (const image of page.images) upsert(image);
+    // The page covers every id from the newest down to its last one (or everything, when it is the
+    // only page): a known image in that range that is missing from it was deleted.
+    const last = page.images.length ? page.images[page.images.length - 1].id : null;
+    for (const [id, entry] of entries) {
+      // (Entries added or settled while the request was in flight may postdate the listing.)
+      if (entry.pinned || seen.has(id) || entry.touched >= startedAt) continue;
+      if (!page.next_cursor || (last && id <= last)) removeImage(id);
+    }
+  }
+
+  function showBanner(text) {
+    $("banner-text").textContent = text;
+    $("banner").hidden = false;
+  }
+  function hideBanner() {
+    $("banner").hidden = true;
+  }
+
+  // --- paging -----------------------------------------------------------------------------
+
+  let loadingMore = false;
+  async function loadMore() {
+    if (loadingMore || !nextCursor) return;
+    loadingMore = true;
+    const button = $("load-more");
+    const status = $("more-status");
+    button.disabled = true;
+    status.textContent = "Loading more photos…";
+    try {
+      const page = await api(`images?limit=${config.pageSize}&cursor=${encodeURIComponent(nextCursor)}`);
+      for (const image of page.images) upsert(image);
+      nextCursor = page.next_cursor;
+      status.textContent = nextCursor ? "" : `That's everything: ${plural(entries.size, "photo", "photos")}.`;
+      button.textContent = "Load more";
+    } catch (error) {
+      status.textContent = words(error.code === "network" ? "network" : "internal_error");
+      button.textContent = "Retry";
+      moreFailed = true;
+    } finally {
+      loadingMore = false;
+      button.disabled = false;
+      button.hidden = !nextCursor;
+    }
+    // Still near the bottom (a tall screen)? Observing again fires the callback once more.
+    if (!moreFailed) { observer.unobserve($("load-more").parentElement); observer.observe($("load-more").parentElement); }
+  }
+
+  // Infinite scroll, until a load fails; then the visitor retries with the button.
+  let moreFailed = false;
+  const observer = new IntersectionObserver((items) => {
+    if (items.some((item) => item.isIntersecting) && !moreFailed) loadMore();
+  }, { rootMargin: "600px 0px" });
+
+  // --- uploads ----------------------------------------------------------------------------
+
+  const queue = [];
+  let active = 0;
+
+  function refusal(file) {
+    if (!config.contentTypes.includes(file.type)) return "unsupported_media_type";
+    if (file.size === 0) return "empty_file";
+    if (file.size > config.maxUploadBytes) return "file_too_large";
+    return null;
+  }
+
+  function addFiles(fileList) {
+    const files = Array.from(fileList || []);
+    if (!files.length) return;
+    announce(`Uploading ${plural(files.length, "file", "files")}.`);
+    // Prepend in reverse so the cards read in the order the files were chosen.
+    for (const file of files.slice().reverse()) {
+      const upload = { file, card: null, progress: null };
+      upload.card = uploadCard(upload);
+      grid.prepend(upload.card);
+      const code = refusal(file);
+      if (code) {
+        refuse(upload, code);
+      } else {
+        queue.push(upload);
+      }
+    }
+    files.forEach(() => pump());
+    updateEmpty();
+    window.scrollTo({ top: 0, behavior: "smooth" });
+  }
+
+  function uploadCard(upload) {
+    const { file } = upload;
+    const tile = el("div", { class: "tile tile-upload" });
+    if (PREVIEWABLE.has(file.type) && file.size <= config.maxUploadBytes) {
+      upload.preview = URL.createObjectURL(file);
+      tile.append(el("img", { class: "preview", src: upload.preview, alt: "" }));
+    }
+    upload.state = el("span", { class: "tile-state" }, "Waiting…");
+    upload.progress = el("progress", { max: "100", value: "0", "aria-label": `Upload of ${file.name}` });
+    upload.reason = el("span", { class: "tile-reason" });
+    upload.buttons = el("div", { class: "tile-buttons" });
+    tile.append(el("div", { class: "tile-overlay" }, upload.state, upload.progress, upload.reason, upload.buttons));
+    upload.info = el("p", { class: "info" }, "Queued");
+    const card = el("li", { class: "card is-new", "data-status": "uploading" }, tile,
+      el("div", { class: "caption" }, el("p", { class: "name", title: file.name }, file.name), upload.info));
+    return card;
+  }
+
+  function setUploadState(upload, state, info) {
+    upload.state.textContent = state;
+    upload.info.textContent = info;
+  }
+
+  function refuse(upload, code, detail, retry) {
+    upload.card.dataset.status = "refused";
+    upload.card.querySelector(".tile").classList.add("is-refused");
+    upload.progress.hidden = true;
+    setUploadState(upload, "Not uploaded", "Refused");
+    upload.reason.textContent = words(code, detail);
+    upload.buttons.replaceChildren();
+    if (retry) {
+      upload.buttons.append(el("button", { type: "button", class: "button button-small" }, "Retry"));
+      upload.buttons.lastChild.addEventListener("click", () => {
+        upload.card.dataset.status = "uploading";
+        upload.card.querySelector(".tile").classList.remove("is-refused");
+        upload.progress.hidden = false;
+        upload.reason.textContent = "";
+        upload.buttons.replaceChildren();
+        queue.push(upload);
+        pump();
+      });
+    }
+    const dismiss = el("button", { type: "button", class: "button button-small" }, "Dismiss");
+    dismiss.setAttribute("aria-label", `Dismiss ${upload.file.name}`);
+    dismiss.addEventListener("click", () => {
+      const next = upload.card.nextElementSibling;
+      upload.card.remove();
+      if (upload.preview) URL.revokeObjectURL(upload.preview);
+      (next && next.querySelector("a, button")) ? next.querySelector("a, button").focus() : grid.focus();
+      updateEmpty();
+    });
+    upload.buttons.append(dismiss);
+    announce(`${upload.file.name} was not uploaded: ${words(code, detail)}`);
+  }
+
+  async function pump() {
+    if (active >= PARALLEL_UPLOADS || !queue.length) return;
+    const upload = queue.shift();
+    active += 1;
+    try {
+      await send(upload);
+    } finally {
+      active -= 1;
+      pump();
+    }
+  }
+
+  async function send(upload) {
+    const { file } = upload;
+    setUploadState(upload, "Uploading…", "0%");
+    let grant;
+    try {
+      grant = await api("uploads", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ filename: file.name, content_type: file.type, size: file.size }),
+      });
+    } catch (error) {
+      refuse(upload, error.code, error.message, error.code === "network" || error.status >= 500);
+      return;
+    }
+    const outcome = await post(grant, file, (percent) => {
+      upload.progress.value = percent;
+      setUploadState(upload, `Uploading ${percent}%`, `${percent}%`);
+    });
+    if (outcome) {
+      refuse(upload, outcome, "", outcome === "upload_failed" || outcome === "network");
+      return;
+    }
+    upload.progress.value = 100;
+    setUploadState(upload, "Processing…", "Processing");
+    upload.card.dataset.status = "processing";
+    upload.card.dataset.id = grant.id;
+    entries.set(grant.id, { image: null, card: upload.card, pinned: true, localName: file.name, preview: upload.preview });
+    watch(grant.id, 250);
+  }
+
+  // The presigned POST, by XMLHttpRequest because fetch cannot report upload progress.
+  // Resolves to null on success or an error code.
+  function post(grant, file, onProgress) {
+    return new Promise((resolve) => {
+      const form = new FormData();
+      for (const [name, value] of Object.entries(grant.fields || {})) form.append(name, value);
+      form.append("file", file); // S3 ignores every field after the file: it must come last
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", grant.url);
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) onProgress(Math.min(100, Math.round((event.loaded / event.total) * 100)));
+      });
+      xhr.addEventListener("load", () => {
+        if (xhr.status >= 200 && xhr.status < 300) {
+          onProgress(100);
+          resolve(null);
+        } else {
+          // S3 answers in XML; a size refusal is the one worth telling apart.
+          resolve(/EntityTooLarge/.test(xhr.responseText || "") ? "file_too_large"
+            : /EntityTooSmall/.test(xhr.responseText || "") ? "empty_file" : "upload_failed");
+        }
+      });
+      xhr.addEventListener("error", () => resolve("network"));
+      xhr.addEventListener("abort", () => resolve("upload_failed"));
+      xhr.send(form);
+    });
+  }
+
+  // Drag and drop anywhere on the page. Counting enter/leave pairs keeps the overlay from
+  // flickering as the pointer crosses child elements.
+  function setupDrop() {
+    const zone = $("drop-zone");
+    let depth = 0;
+    const hasFiles = (event) => event.dataTransfer && Array.from(event.dataTransfer.types || []).includes("Files");
+    document.addEventListener("dragenter", (event) => {
+      if (!hasFiles(event)) return;
+      event.preventDefault();
+      depth += 1;
+      zone.hidden = false;
+    });
+    document.addEventListener("dragover", (event) => {
+      if (!hasFiles(event)) return;
+      event.preventDefault();
+      event.dataTransfer.dropEffect = "copy";
+    });
+    document.addEventListener("dragleave", (event) => {
+      if (!hasFiles(event)) return;
+      depth = Math.max(0, depth - 1);
+      if (!depth) zone.hidden = true;
+    });
+    document.addEventListener("drop", (event) => {
+      if (!hasFiles(event)) return;
+      event.preventDefault();
+      depth = 0;
+      zone.hidden = true;
+      addFiles(event.dataTransfer.files);
+    });
+    // Pasting a copied image uploads it too.
+    document.addEventListener("paste", (event) => {
+      const files = event.clipboardData && event.clipboardData.files;
+      if (files && files.length && !(event.target instanceof HTMLInputElement)) addFiles(files);
+    });
+  }
+
+  // --- lightbox ---------------------------------------------------------------------------
+
+  let current = null;
+  let openerId = null;
+
+  function readyIds() {
+    return Array.from(grid.children)
+      .filter((card) => card.dataset.status === "ready" && entries.has(card.dataset.id))
+      .map((card) => card.dataset.id);
+  }
+
+  function openLightbox(id) {
+    openerId = id;
+    lightbox.showModal();
+    show(id);
+    $("lightbox-close").focus();
+  }
+
+  function show(id) {
+    const entry = entries.get(id);
+    if (!entry || !entry.image) return;
+    current = id;
+    const image = entry.image;
+    const renditions = renditionsOf(image);
+    const largest = renditions[renditions.length - 1];
+    const img = $("lightbox-image");
+    img.removeAttribute("src"); // drop the previous photo at once rather than show it under the new name
+    img.setAttribute("width", largest.width);
+    img.setAttribute("height", largest.height);
+    img.setAttribute("alt", filenameOf(image));
+    img.setAttribute("src", largest.url);
+    const original = image.original || {};
+    $("lightbox-title").textContent = filenameOf(image);
+    $("lightbox-dims").textContent = original.width ? `${original.width} × ${original.height} px` : "";
+    const time = $("lightbox-time");
+    time.setAttribute("datetime", image.created_at);
+    time.textContent = dateFormat.format(new Date(image.created_at));
+    const ids = readyIds();
+    const index = ids.indexOf(id);
+    $("lightbox-position").textContent = `${index + 1} of ${ids.length}${nextCursor ? "+" : ""}`;
+    $("lightbox-prev").disabled = index <= 0;
+    $("lightbox-next").disabled = index >= ids.length - 1 && !nextCursor;
+    $("lightbox-message").textContent = "";
+    resetConfirm($("lightbox-delete"), "Delete");
+    $("lightbox-delete").hidden = !adminToken;
+    // Warm the neighbours so arrow keys feel instant.
+    for (const near of [ids[index - 1], ids[index + 1]]) {
+      const other = near && entries.get(near);
+      if (other && other.image) new Image().src = renditionsOf(other.image).slice(-1)[0].url;
+    }
+  }
+
+  async function step(delta) {
+    if (!lightbox.open || current === null) return;
+    let ids = readyIds();
+    let index = ids.indexOf(current) + delta;
+    if (index >= ids.length && nextCursor) {
+      await loadMore();
+      ids = readyIds();
+    }
+    index = Math.max(0, Math.min(ids.length - 1, index));
+    if (ids[index] && ids[index] !== current) show(ids[index]);
+  }
+
+  function closeLightbox() {
+    if (lightbox.open) lightbox.close();
+  }
+
+  function setupLightbox() {
+    grid.addEventListener("click", (event) => {
+      const tile = event.target.closest("a.tile");
+      if (!tile || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+      const id = tile.closest(".card").dataset.id;
+      if (!entries.has(id)) return;
+      event.preventDefault();
+      openLightbox(id);
+    });
+    $("lightbox-prev").addEventListener("click", () => step(-1));
+    $("lightbox-next").addEventListener("click", () => step(1));
+    $("lightbox-close").addEventListener("click", closeLightbox);
+    lightbox.addEventListener("keydown", (event) => {
+      if (event.key === "ArrowLeft") { event.preventDefault(); step(-1); }
+      if (event.key === "ArrowRight") { event.preventDefault(); step(1); }
+    });
+    // A click on the dark area around the photo closes, as in most photo viewers.
+    lightbox.addEventListener("click", (event) => {
+      if (event.target === lightbox || event.target.classList.contains("lightbox-stage")) closeLightbox();
+    });
+    // Escape closes a modal <dialog> natively; either way, focus returns to the photo's tile.
+    lightbox.addEventListener("close", () => {
+      $("lightbox-image").removeAttribute("src");
+      const entry = entries.get(current) || entries.get(openerId);
+      const target = entry && entry.card.querySelector("a.tile");
+      (target || grid).focus();
+      current = null;
+    });
+    $("lightbox-delete").addEventListener("click", (event) => {
+      confirmThen(event.currentTarget, "Delete", "Really delete?", async () => {
+        const id = current;
+        const ids = readyIds();
+        const next = ids[ids.indexOf(id) + 1] || ids[ids.indexOf(id) - 1];
+        current = null; // the lightbox moves on by itself: removing the card must not close it
+        try {
+          await deleteImage(id);
+        } catch (error) {
+          current = id;
+          $("lightbox-message").textContent = words(error.code);
+          return;
+        }
+        if (next && entries.has(next)) show(next);
+        else closeLightbox();
+      });
+    });
+  }
+
+  // --- deletion ---------------------------------------------------------------------------
+
+  // Two clicks to delete: the first arms the button for a few seconds.
+  function confirmThen(button, label, question, action) {
+    if (button.dataset.armed === "yes") {
+      resetConfirm(button, label);
+      action();
+      return;
+    }
+    button.dataset.armed = "yes";
+    button.classList.add("is-confirming");
+    button.textContent = question;
+    clearTimeout(Number(button.dataset.timer));
+    button.dataset.timer = String(setTimeout(() => resetConfirm(button, label), 4000));
+  }
+
+  function resetConfirm(button, label) {
+    clearTimeout(Number(button.dataset.timer));
+    button.dataset.armed = "";
+    button.classList.remove("is-confirming");
+    if (label === null) button.replaceChildren(icon(ICONS.trash));
+    else button.textContent = label;
+  }
+
+  async function deleteImage(id) {
+    const name = entries.has(id) && entries.get(id).image ? filenameOf(entries.get(id).image) : "The photo";
+    try {
+      await api(`images/${encodeURIComponent(id)}`, {
+        method: "DELETE",
+        headers: { Authorization: `Bearer ${adminToken}`, Accept: "application/json" },
+      });
+    } catch (error) {
+      if (error.code === "not_found") { removeImage(id); return; }
+      if (error.code === "forbidden" || error.code === "unauthorized") setToken(null);
+      throw error;
+    }
+    // Removed only now that the API has confirmed.
+    removeImage(id);
+    announce(`${name} was deleted.`);
+  }
+
+  // Admin tools on a card: a delete button, shown only while this tab holds the token.
+  function decorate(card) {
+    const existing = card.querySelector(".delete-button");
+    if (!adminToken || !card.dataset.id) {
+      if (existing) existing.remove();
+      return;
+    }
+    if (existing) return;
+    const name = card.querySelector(".name").textContent;
+    const button = el("button", { type: "button", class: "icon-button delete-button", "aria-label": `Delete ${name}` },
+      icon(ICONS.trash));
+    button.addEventListener("click", () => {
+      confirmThen(button, null, "Delete?", async () => {
+        try {
+          await deleteImage(card.dataset.id);
+        } catch (error) {
+          toast(words(error.code));
+        }
+      });
+    });
+    card.querySelector(".caption").append(button);
+  }
+
+  function setToken(token) {
+    adminToken = token || null;
+    try {
+      if (adminToken) sessionStorage.setItem(TOKEN_KEY, adminToken);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (_) { /* storage disabled: the token lasts until the page closes */ }
+    const button = $("admin-button");
+    if (button) {
+      button.textContent = adminToken ? "Leave admin" : "Admin";
+      button.setAttribute("aria-pressed", adminToken ? "true" : "false");
+    }
+    for (const card of grid.children) decorate(card);
+    if (lightbox.open) $("lightbox-delete").hidden = !adminToken;
+  }
+
+  function setupAdmin() {
+    if (!config.deletionEnabled) return;
+    let stored = null;
+    try { stored = sessionStorage.getItem(TOKEN_KEY); } catch (_) { /* storage disabled */ }
+    // A token in the fragment (#token=...) is taken once and removed from the address bar;
+    // fragments are never sent to the server, so it stays out of access logs.
+    const match = /^#token=(.+)$/.exec(location.hash);
+    if (match) {
+      stored = decodeURIComponent(match[1]);
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    const button = $("admin-button");
+    const dialog = $("admin-dialog");
+    button.hidden = false;
+    button.addEventListener("click", () => {
+      if (adminToken) {
+        setToken(null);
+        announce("Admin token forgotten.");
+      } else {
+        $("admin-token").value = "";
+        dialog.showModal();
+      }
+    });
+    $("admin-cancel").addEventListener("click", () => dialog.close());
+    $("admin-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const token = $("admin-token").value.trim();
+      if (!token) return;
+      dialog.close();
+      setToken(token);
+      announce("Admin token set: delete buttons are shown.");
+    });
+    dialog.addEventListener("close", () => button.focus());
+    setToken(stored);
+  }
+
+  // --- start ------------------------------------------------------------------------------
+
+  function start() {
+    // Adopt the server-rendered cards instead of redrawing them (their images are already loading).
+    const cards = new Map(Array.from(grid.children).map((card) => [card.dataset.id, card]));
+    for (const image of config.firstPage.images) {
+      const card = cards.get(image.id);
+      if (!card) continue;
+      entries.set(image.id, { image, card, pinned: false, sig: signature(image) });
+      if (image.status === "pending") watch(image.id, 1000);
+    }
+    const input = $("file-input");
+    input.addEventListener("change", () => {
+      addFiles(input.files);
+      input.value = ""; // choosing the same file again still fires change
+    });
+    $("load-more").addEventListener("click", () => { moreFailed = false; loadMore(); });
+    $("banner-retry").addEventListener("click", refresh);
+    // A presigned thumbnail URL can expire on a long-open page: fetch fresh URLs once.
+    const retried = new Set();
+    grid.addEventListener("error", async (event) => {
+      const card = event.target.closest && event.target.closest(".card");
+      if (!card || !card.dataset.id || retried.has(card.dataset.id)) return;
+      retried.add(card.dataset.id);
+      try { upsertFresh(await api(`images/${encodeURIComponent(card.dataset.id)}`)); } catch (_) { /* keep as is */ }
+    }, true);
+    setupDrop();
+    setupLightbox();
+    setupAdmin();
+    observer.observe($("load-more").parentElement);
+    setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
+    updateEmpty();
+  }
+
+  function upsertFresh(image) {
+    const entry = entries.get(image.id);
+    if (entry) entry.sig = ""; // force a redraw with the new URLs
+    upsert(image);
+  }
+
+  start();
+})();

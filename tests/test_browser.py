@@ -1,0 +1,475 @@
+"""The gallery in real headless Chromium (Debian's, through Playwright) against the local stack.
+
+Every test shares one stack with the other e2e tests, so none assumes an empty gallery: each
+uploads what it needs and finds its own images by name or id. Screenshots go to
+``test-artifacts/``; the desktop and phone ones are also copied to ``docs/`` for the README.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from PIL import Image, ImageDraw, ImageFilter
+from playwright.sync_api import expect
+
+from tests.support import ROOT, Stack, jpeg
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
+DOCS = ROOT / "docs"
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+NASTY = "<img src=x onerror=alert(1)>.jpg"
+
+# Records what the page does, for assertions about things that happen between polls: every value
+# a progress bar takes and every status a card goes through.
+RECORDER = """
+window.__progress = {};
+window.__statuses = [];
+new MutationObserver((records) => {
+  for (const r of records) {
+    if (r.type === "attributes" && r.target.tagName === "PROGRESS") {
+      const name = r.target.getAttribute("aria-label");
+      (window.__progress[name] = window.__progress[name] || []).push(Number(r.target.value));
+    }
+    const cards = r.type === "childList" ? Array.from(r.addedNodes) : [r.target];
+    for (const card of cards) {
+      if (card.classList && card.classList.contains("card")) {
+        const name = card.querySelector(".name");
+        window.__statuses.push([name ? name.textContent : "", card.dataset.status, performance.now()]);
+      }
+    }
+  }
+}).observe(document, {subtree: true, childList: true, attributes: true, attributeFilter: ["value", "data-status"]});
+"""
+
+
+# --- pictures -----------------------------------------------------------------------------
+
+PALETTES = [  # sky top, sky bottom, sun, nearest hills
+    ((250, 190, 120), (236, 110, 110), (255, 236, 190), (70, 40, 80)),
+    ((120, 190, 240), (210, 235, 250), (255, 255, 235), (40, 90, 70)),
+    ((30, 40, 90), (230, 120, 90), (255, 210, 140), (25, 25, 45)),
+    ((170, 220, 210), (250, 240, 210), (255, 250, 220), (60, 110, 100)),
+    ((90, 70, 160), (240, 150, 170), (255, 225, 200), (45, 35, 80)),
+    ((250, 215, 150), (250, 240, 220), (255, 255, 240), (150, 90, 60)),
+]
+
+
+def scene(width: int, height: int, seed: int) -> bytes:
+    """A landscape-ish JPEG (sky, sun, layered hills), so screenshots look like a photo gallery."""
+    rng = random.Random(seed)
+    top, bottom, sun, hills = PALETTES[seed % len(PALETTES)]
+    size = (width, height)
+    ramp = Image.linear_gradient("L").resize(size)
+    image = Image.composite(Image.new("RGB", size, bottom), Image.new("RGB", size, top), ramp)
+    draw = ImageDraw.Draw(image)
+    radius = rng.uniform(0.06, 0.12) * min(size)
+    cx, cy = rng.uniform(0.2, 0.8) * width, rng.uniform(0.25, 0.5) * height
+    draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=sun)
+    layers = 4
+    for layer in range(layers):
+        mix = (layer + 1) / layers  # far hills fade into the sky
+        colour = tuple(int(b + (h - b) * mix) for b, h in zip(bottom, hills, strict=True))
+        base = height * (0.5 + 0.12 * layer)
+        points = [(0, height)]
+        for step in range(13):
+            points.append((width * step / 12, base - rng.uniform(0, 0.16) * height))
+        points.append((width, height))
+        draw.polygon(points, fill=colour)
+    image = image.filter(ImageFilter.GaussianBlur(1.2))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=82)
+    return buffer.getvalue()
+
+
+def tag() -> str:
+    """A short unique suffix, so a test finds its own images in the shared gallery."""
+    return f"{time.time_ns() % 10**9:09d}"
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+class Watch:
+    """A page's JavaScript errors and dialogs; a test fails if the page had any it did not expect."""
+
+    def __init__(self, page: Any) -> None:
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("console", lambda msg: msg.type == "error" and self.errors.append(msg.text))
+        page.on("dialog", self._dialog)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+
+def open_page(browser: Any, stack: Stack, viewport: dict[str, int] = DESKTOP, **context: Any) -> tuple[Any, Watch]:
+    ctx = browser.new_context(viewport=viewport, **context)
+    ctx.set_default_timeout(15_000)
+    page = ctx.new_page()
+    page.add_init_script(RECORDER)
+    watch = Watch(page)
+    page.goto(stack.url + "/")
+    return page, watch
+
+
+@pytest.fixture
+def desktop(browser: Any, stack: Stack) -> Iterator[tuple[Any, Watch]]:
+    page, watch = open_page(browser, stack)
+    yield page, watch
+    page.context.close()
+    assert not watch.dialogs, f"the page opened dialogs: {watch.dialogs}"
+    assert not [e for e in watch.errors if "net::ERR" not in e and "Failed to load" not in e], watch.errors
+
+
+def card(page: Any, name: str) -> Any:
+    """The card whose caption is exactly ``name``."""
+    return page.locator("#grid > li.card").filter(has=page.locator(".name", has_text=name))
+
+
+def wait_ready(page: Any, name: str, timeout: float = 15_000) -> Any:
+    found = card(page, name)
+    found.and_(page.locator('[data-status="ready"]')).wait_for(timeout=timeout)
+    return found
+
+
+def shot(page: Any, name: str, docs_name: str | None = None) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), animations="disabled")
+    if docs_name:
+        DOCS.mkdir(exist_ok=True)
+        if path.stat().st_size < 250_000:
+            shutil.copyfile(path, DOCS / docs_name)
+            return
+        # A 256-colour palette keeps the README's copy well under 300 KB and still crisp.
+        with Image.open(path) as full:
+            small = full.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                                                 dither=Image.Dither.FLOYDSTEINBERG)
+            small.save(DOCS / docs_name, optimize=True)
+
+
+def upload_many(stack: Stack, files: list[tuple[str, bytes]]) -> list[str]:
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        ids = list(pool.map(lambda f: stack.upload(f[1], filename=f[0]), files))
+    for image_id in ids:
+        stack.wait(image_id, timeout=30)
+    return ids
+
+
+# --- uploads ------------------------------------------------------------------------------
+
+
+def test_several_files_upload_with_progress_then_thumbnails_without_reload(desktop: Any, tmp_path: Path) -> None:
+    page, _ = desktop
+    suffix = tag()
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"meadow-{i}-{suffix}.jpg"
+        path.write_bytes(scene(1200, 800, seed=i))
+        paths.append(path)
+    page.set_input_files("#file-input", [str(p) for p in paths])
+
+    for path in paths:
+        found = wait_ready(page, path.name)
+        img = found.locator("img")
+        assert img.get_attribute("loading") == "lazy"
+        assert (img.get_attribute("width"), img.get_attribute("height")) == ("400", "267")
+        assert " 400w" in img.get_attribute("srcset") and " 1200w" in img.get_attribute("srcset")
+        assert img.get_attribute("alt") == path.name
+        assert found.locator(".info").text_content() == "1200 × 800"
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+
+    progress = page.evaluate("window.__progress")
+    statuses = page.evaluate("window.__statuses")
+    for path in paths:
+        values = progress[f"Upload of {path.name}"]
+        assert values[-1] == 100 and values == sorted(values), values
+        seen = [(status, at) for name, status, at in statuses if name == path.name]
+        order = [status for status, _ in seen]
+        assert order.index("uploading") < order.index("processing") < order.index("ready"), order
+        # The thumbnail follows the end of the upload quickly: polled every 250 ms, not every few seconds.
+        processing_at = next(at for status, at in seen if status == "processing")
+        ready_at = next(at for status, at in seen if status == "ready")
+        assert ready_at - processing_at < 3000, f"ready {ready_at - processing_at:.0f} ms after upload"
+    assert page.locator("#announcer").text_content()  # milestones were announced
+
+
+def test_drag_and_drop_uploads(desktop: Any) -> None:
+    page, _ = desktop
+    name = f"dropped-{tag()}.jpg"
+    data = list(scene(900, 900, seed=7))
+    transfer = page.evaluate_handle(
+        """([name, bytes]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], name, {type: "image/jpeg"}));
+            return transfer;
+        }""",
+        [name, data],
+    )
+    page.dispatch_event("body", "dragenter", {"dataTransfer": transfer})
+    assert page.locator("#drop-zone").is_visible()
+    page.dispatch_event("body", "drop", {"dataTransfer": transfer})
+    assert page.locator("#drop-zone").is_hidden()
+    assert wait_ready(page, name).locator(".info").text_content() == "900 × 900"
+
+
+def test_refused_files_say_why_and_the_others_carry_on(desktop: Any, tmp_path: Path) -> None:
+    page, _ = desktop
+    suffix = tag()
+    good = tmp_path / f"good-{suffix}.jpg"
+    good.write_bytes(jpeg(600, 400))
+    text = tmp_path / f"notes-{suffix}.txt"
+    text.write_text("not a photo")
+    huge = tmp_path / f"huge-{suffix}.jpg"
+    with huge.open("wb") as handle:  # a sparse file just over the 20 MB limit
+        handle.truncate(20 * 1024 * 1024 + 1)
+    # Named .jpg, so the browser calls it image/jpeg and the client-side check lets it through:
+    # the server finds out from the bytes.
+    fake = tmp_path / f"fake-{suffix}.jpg"
+    fake.write_text("this is plain text pretending to be a photo")
+    page.set_input_files("#file-input", [str(p) for p in (good, text, huge, fake)])
+
+    refused = card(page, text.name)
+    expect(refused).to_have_attribute("data-status", "refused")
+    expect(refused.locator(".tile-reason")).to_have_text(
+        "This file isn't a photo. Choose a JPEG, PNG, GIF, WebP, TIFF, BMP or AVIF image.")
+    too_big = card(page, huge.name)
+    expect(too_big.locator(".tile-reason")).to_have_text("This file is larger than the 20 MB limit.")
+    expect(page.locator("#announcer")).to_contain_text("was not uploaded")
+
+    wait_ready(page, good.name)
+    failed = card(page, fake.name).and_(page.locator('[data-status="failed"]'))
+    failed.wait_for()
+    assert failed.locator(".tile-state").text_content() == "Couldn't process"
+    assert failed.locator(".tile-reason").text_content().startswith("This file isn't a photo.")
+
+    # The failure is stored: a fresh page renders it from the server the same way.
+    page.reload()
+    assert card(page, fake.name).locator(".tile-reason").text_content().startswith("This file isn't a photo.")
+    assert card(page, text.name).count() == 0  # refused files were never stored
+
+    refused_again = tmp_path / f"again-{suffix}.txt"
+    refused_again.write_text("x")
+    page.set_input_files("#file-input", [str(refused_again)])
+    card(page, refused_again.name).get_by_role("button", name=f"Dismiss {refused_again.name}").click()
+    assert card(page, refused_again.name).count() == 0
+
+
+def test_a_filename_with_markup_is_shown_as_text(desktop: Any) -> None:
+    page, watch = desktop
+    page.set_input_files("#file-input", [{"name": NASTY, "mimeType": "image/jpeg", "buffer": jpeg(300, 200)}])
+    found = wait_ready(page, NASTY)
+    assert found.locator(".name").text_content() == NASTY
+    assert page.locator('img[src="x"]').count() == 0
+
+    page.reload()  # the server-rendered card, then the lightbox
+    found = wait_ready(page, NASTY)
+    assert found.locator(".name").text_content() == NASTY
+    assert found.locator("img").get_attribute("alt") == NASTY
+    found.locator("a.tile").click()
+    assert page.locator("#lightbox-title").text_content() == NASTY
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(300)
+    assert page.locator('img[src="x"]').count() == 0
+    assert watch.dialogs == []
+
+
+# --- browsing -----------------------------------------------------------------------------
+
+
+def test_more_pages_load_on_scroll_and_with_the_button(desktop: Any, stack: Stack) -> None:
+    page, _ = desktop
+    total = len(requests.get(f"{stack.url}/images?limit=100", timeout=10).json()["images"])
+    if total < 60:
+        suffix = tag()
+        upload_many(stack, [(f"page-{i:02d}-{suffix}.jpg", scene(160, 120, seed=i)) for i in range(60 - total)])
+    expected: list[str] = []
+    cursor = None
+    while len(expected) < 72:
+        query = f"?limit=24&cursor={cursor}" if cursor else "?limit=24"
+        body = requests.get(f"{stack.url}/images{query}", timeout=10).json()
+        expected += [image["id"] for image in body["images"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+
+    page.reload()
+    ids = page.locator("#grid > li.card")
+    assert ids.count() >= 24
+    page.locator("#load-more").click()  # the button (or the scroll it causes) loads page two
+    page.wait_for_function("() => document.querySelectorAll('#grid > li.card').length >= 48")
+    page.mouse.wheel(0, 20_000)  # scrolling to the end loads page three
+    page.wait_for_function(f"() => document.querySelectorAll('#grid > li.card').length >= {min(len(expected), 60)}")
+    shown = page.eval_on_selector_all("#grid > li.card", "cards => cards.map(c => c.dataset.id)")
+    assert len(shown) == len(set(shown)), "no image is shown twice"
+    assert shown[: len(expected)] == expected[: len(shown)], "newest first, in the API's order"
+
+
+def test_network_failure_is_reported_with_a_retry(desktop: Any) -> None:
+    page, _ = desktop
+    page.route("**/images?*", lambda route: route.abort())
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")  # refresh now, not in 5 s
+    banner = page.locator("#banner")
+    banner.wait_for()
+    assert "Couldn't reach imageshelf" in banner.text_content()
+    page.unroute("**/images?*")
+    banner.get_by_role("button", name="Retry").click()
+    banner.wait_for(state="hidden")
+
+
+def test_empty_gallery_explains_what_to_do(desktop: Any) -> None:
+    page, _ = desktop
+    assert page.locator("#empty").is_hidden()
+    page.route("**/images?*", lambda route: route.fulfill(json={"images": [], "next_cursor": None}))
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    empty = page.locator("#empty")
+    empty.wait_for()
+    assert "No photos yet" in empty.text_content()
+    assert page.locator("#grid > li").count() == 0
+    assert empty.get_by_text("Choose photos").is_visible()
+
+
+def test_images_from_other_clients_appear_without_reload(desktop: Any, stack: Stack) -> None:
+    page, _ = desktop
+    name = f"from-the-cli-{tag()}.jpg"
+    stack.s3().put_object(Bucket=stack.upload_bucket, Key=f"uploads/cli/{name}", Body=scene(800, 600, seed=3),
+                          ContentType="image/jpeg")
+    wait_ready(page, name, timeout=20_000)  # a refresh every 5 s, after processing
+
+
+def test_lightbox_with_keyboard_navigation_and_focus(desktop: Any, stack: Stack) -> None:
+    page, _ = desktop
+    suffix = tag()
+    names = [f"lightbox-{i}-{suffix}.jpg" for i in range(3)]
+    ids = upload_many(stack, [(name, scene(1600, 1000, seed=i + 2)) for i, name in enumerate(names)])
+    page.reload()
+    # Uploaded in parallel: the grid's order is the ids' order (newest first), whatever the names.
+    order = sorted(zip(ids, names, strict=True))
+    newest = order[0][1]
+    tile = card(page, newest).locator("a.tile")
+    tile.focus()
+    page.keyboard.press("Enter")
+    box = page.locator("#lightbox")
+    box.wait_for()
+    assert page.locator("#lightbox-title").text_content() == newest
+    assert page.locator("#lightbox-dims").text_content() == "1600 × 1000 px"
+    assert page.locator("#lightbox-time").get_attribute("datetime").endswith("Z")
+    image = page.locator("#lightbox-image")
+    assert image.get_attribute("width") == "1600"
+    page.wait_for_function("() => { const i = document.getElementById('lightbox-image'); "
+                           "return i.complete && i.naturalWidth === 1600; }")
+    assert page.evaluate("document.activeElement.id") == "lightbox-close"
+    shot(page, "lightbox-desktop.png")
+
+    title = page.locator("#lightbox-title")
+    page.keyboard.press("ArrowLeft")  # already the newest: stays
+    assert title.text_content() == newest
+    page.keyboard.press("ArrowRight")
+    assert title.text_content() == order[1][1]
+    page.keyboard.press("ArrowRight")
+    assert title.text_content() == order[2][1]
+    page.keyboard.press("ArrowLeft")
+    assert title.text_content() == order[1][1]
+    page.keyboard.press("Escape")
+    box.wait_for(state="hidden")
+    # Focus returns to the tile of the photo last shown.
+    assert page.evaluate("document.activeElement.closest('.card')?.dataset.id") == order[1][0]
+
+
+# --- deletion -----------------------------------------------------------------------------
+
+
+def test_delete_needs_the_admin_token(desktop: Any, stack: Stack) -> None:
+    page, _ = desktop
+    name = f"delete-me-{tag()}.jpg"
+    (image_id,) = upload_many(stack, [(name, scene(640, 480, seed=5))])
+    assert requests.delete(f"{stack.url}/images/{image_id}", timeout=10).status_code == 401
+    page.reload()
+    found = wait_ready(page, name)
+    assert page.locator(".delete-button").count() == 0  # no token, no delete buttons
+
+    def enter_token(token: str) -> None:
+        page.get_by_role("button", name="Admin").click()
+        page.get_by_role("textbox", name="Token").fill(token)
+        page.get_by_role("button", name="Use token").click()
+
+    enter_token("wrong-token")
+    delete = found.get_by_role("button", name=f"Delete {name}")
+    delete.click()
+    delete.click()  # the second click confirms
+    expect(page.locator("#toast")).to_have_text("That admin token was refused, so nothing was deleted.")
+    expect(found).to_have_count(1)
+    expect(page.locator(".delete-button")).to_have_count(0)  # the wrong token is forgotten
+
+    enter_token(stack.admin_token)
+    page.reload()  # the token is kept for the session
+    found = wait_ready(page, name)
+    found.locator("a.tile").click()
+    page.get_by_role("button", name="Delete", exact=True).click()
+    page.get_by_role("button", name="Really delete?").click()
+    found.wait_for(state="detached")
+    assert requests.get(f"{stack.url}/images/{image_id}", timeout=10).status_code == 404
+    expect(page.locator("#announcer")).to_have_text(f"{name} was deleted.")
+    expect(page.locator("#lightbox")).to_be_visible()  # on to the next photo, or closed if none
+
+
+
+# --- layout -------------------------------------------------------------------------------
+
+
+def columns(page: Any) -> int:
+    tops = page.eval_on_selector_all("#grid > li.card", "cards => cards.map(c => c.getBoundingClientRect().top)")
+    return sum(1 for top in tops if abs(top - tops[0]) < 1)
+
+
+def test_desktop_and_phone_layouts_with_screenshots(browser: Any, stack: Stack) -> None:
+    sizes = [(1200, 800), (800, 1100), (1000, 1000), (1400, 800), (900, 1200), (1200, 900)]
+    upload_many(stack, [(f"{word}.jpg", scene(*sizes[i % len(sizes)], seed=i)) for i, word in enumerate(
+        ["dawn", "glacier", "dusk", "meadow", "violet-hour", "dunes", "harbour", "ridge",
+         "sunset", "lagoon", "evening", "sandstone", "aurora", "coastline", "highlands"])])
+    for viewport, name, docs_name, wanted in [(DESKTOP, "gallery-desktop.png", "gallery.png", range(5, 7)),
+                                              (PHONE, "gallery-phone.png", "gallery-phone.png", range(2, 3))]:
+        extra = {"is_mobile": True, "has_touch": True} if viewport is PHONE else {}
+        page, watch = open_page(browser, stack, viewport, **extra)
+        try:
+            page.wait_for_function("() => Array.from(document.querySelectorAll('#grid img'))"
+                                   ".slice(0, 12).every(i => i.complete && i.naturalWidth > 0)")
+            assert columns(page) in wanted, f"{columns(page)} columns at {viewport}"
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scroll"
+            button = page.locator("label.upload-button").bounding_box()
+            assert button and button["x"] + button["width"] <= viewport["width"], "the upload button fits"
+            expect(page.get_by_label("Upload photos")).to_have_count(1)  # the short label still reads so
+            shot(page, name, docs_name)
+            assert (DOCS / docs_name).stat().st_size < 300_000
+            assert not watch.errors and not watch.dialogs
+        finally:
+            page.context.close()
