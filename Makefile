@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STAGE ?= dev
 
-.PHONY: run test lint bench package deploy provision clean
+.PHONY: run test lint load bench package deploy provision clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || "$$(tools/find-python)" -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# 8 clients upload 200 real photos through presigned POSTs to a fresh local stack (not part of `make test`).
+load: $(STAMP)
+	$(PY) -m tools.loadtest $(if $(URL),--url $(URL))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -388,10 +388,10 @@ _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")  # the first marker after entro
 
 
 def _dc_only(im: ImageFile.ImageFile, data: bytes, want: tuple[int, int]) -> ImageFile.ImageFile | None:
-    """For a progressive JPEG decoded at 1/8 scale, reopen it without its AC scans.
+    """For a progressive JPEG decoded at 1/8 scale, reopen it without most of its AC scans.
 
-    At 1/8 libjpeg's IDCT uses only the DC coefficient, so the AC scans (most of the file) are
-    decoded for nothing; dropping them gives identical pixels several times faster.
+    At 1/8 libjpeg's IDCT uses only the DC coefficient, so the AC refinement scans (most of the
+    file) are decoded for nothing; dropping them gives identical pixels several times faster.
     """
     if im.decoderconfig[:1] != (8,) or not im.info.get("progressive"):
         return None
@@ -408,10 +408,12 @@ def _dc_only(im: ImageFile.ImageFile, data: bytes, want: tuple[int, int]) -> Ima
             parts.append(data[pos:seg_end])
             pos = seg_end
             continue
-        spectral_start = data[seg_end - 3]  # SOS header ends with Ss, Se, Ah/Al
+        spectral_start, approx_high = data[seg_end - 3], data[seg_end - 1] >> 4  # Ss, Se, Ah/Al
         match = _SCAN_END.search(data, seg_end)
         scan_end = match.start() if match else end
-        if spectral_start == 0:
+        # Keep the DC scans, and the first AC scan of each band 1..n: with no AC data at all,
+        # libjpeg-turbo's block smoothing would also smooth the DC values.
+        if spectral_start == 0 or (spectral_start == 1 and approx_high == 0):
             parts.append(data[pos:scan_end])
         pos = scan_end
     parts.append(b"\xff\xd9")

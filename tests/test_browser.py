@@ -21,13 +21,21 @@ import requests
 from PIL import Image, ImageDraw, ImageFilter
 from playwright.sync_api import expect
 
-from tests.support import ROOT, Stack, jpeg
+from tests.support import Stack, jpeg
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 DOCS = ROOT / "docs"
 DESKTOP = {"width": 1280, "height": 860}
@@ -53,7 +61,9 @@ new MutationObserver((records) => {
       }
     }
   }
-}).observe(document, {subtree: true, childList: true, attributes: true, attributeFilter: ["value", "data-status"]});
+}).observe(document, {
+  subtree: true, childList: true, attributes: true, attributeFilter: ["value", "data-status"],
+});
 """
 
 
@@ -131,7 +141,9 @@ class Watch:
         dialog.dismiss()
 
 
-def open_page(browser: Any, stack: Stack, viewport: dict[str, int] = DESKTOP, **context: Any) -> tuple[Any, Watch]:
+def open_page(
+    browser: Any, stack: Stack, viewport: dict[str, int] = DESKTOP, **context: Any
+) -> tuple[Any, Watch]:
     ctx = browser.new_context(viewport=viewport, **context)
     ctx.set_default_timeout(15_000)
     page = ctx.new_page()
@@ -172,8 +184,9 @@ def shot(page: Any, name: str, docs_name: str | None = None) -> None:
             return
         # A 256-colour palette keeps the README's copy well under 300 KB and still crisp.
         with Image.open(path) as full:
-            small = full.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
-                                                 dither=Image.Dither.FLOYDSTEINBERG)
+            small = full.convert("RGB").quantize(
+                colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG
+            )
             small.save(DOCS / docs_name, optimize=True)
 
 
@@ -188,7 +201,9 @@ def upload_many(stack: Stack, files: list[tuple[str, bytes]]) -> list[str]:
 # --- uploads ------------------------------------------------------------------------------
 
 
-def test_several_files_upload_with_progress_then_thumbnails_without_reload(desktop: Any, tmp_path: Path) -> None:
+def test_several_files_upload_with_progress_then_thumbnails_without_reload(
+    desktop: Any, tmp_path: Path
+) -> None:
     page, _ = desktop
     suffix = tag()
     paths = []
@@ -261,7 +276,8 @@ def test_refused_files_say_why_and_the_others_carry_on(desktop: Any, tmp_path: P
     refused = card(page, text.name)
     expect(refused).to_have_attribute("data-status", "refused")
     expect(refused.locator(".tile-reason")).to_have_text(
-        "This file isn't a photo. Choose a JPEG, PNG, GIF, WebP, TIFF, BMP or AVIF image.")
+        "This file isn't a photo. Choose a JPEG, PNG, GIF, WebP, TIFF, BMP or AVIF image."
+    )
     too_big = card(page, huge.name)
     expect(too_big.locator(".tile-reason")).to_have_text("This file is larger than the 20 MB limit.")
     expect(page.locator("#announcer")).to_contain_text("was not uploaded")
@@ -311,7 +327,9 @@ def test_more_pages_load_on_scroll_and_with_the_button(desktop: Any, stack: Stac
     total = len(requests.get(f"{stack.url}/images?limit=100", timeout=10).json()["images"])
     if total < 60:
         suffix = tag()
-        upload_many(stack, [(f"page-{i:02d}-{suffix}.jpg", scene(160, 120, seed=i)) for i in range(60 - total)])
+        upload_many(
+            stack, [(f"page-{i:02d}-{suffix}.jpg", scene(160, 120, seed=i)) for i in range(60 - total)]
+        )
     expected: list[str] = []
     cursor = None
     while len(expected) < 72:
@@ -328,7 +346,9 @@ def test_more_pages_load_on_scroll_and_with_the_button(desktop: Any, stack: Stac
     page.locator("#load-more").click()  # the button (or the scroll it causes) loads page two
     page.wait_for_function("() => document.querySelectorAll('#grid > li.card').length >= 48")
     page.mouse.wheel(0, 20_000)  # scrolling to the end loads page three
-    page.wait_for_function(f"() => document.querySelectorAll('#grid > li.card').length >= {min(len(expected), 60)}")
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#grid > li.card').length >= {min(len(expected), 60)}"
+    )
     shown = page.eval_on_selector_all("#grid > li.card", "cards => cards.map(c => c.dataset.id)")
     assert len(shown) == len(set(shown)), "no image is shown twice"
     assert shown[: len(expected)] == expected[: len(shown)], "newest first, in the API's order"
@@ -361,8 +381,12 @@ def test_empty_gallery_explains_what_to_do(desktop: Any) -> None:
 def test_images_from_other_clients_appear_without_reload(desktop: Any, stack: Stack) -> None:
     page, _ = desktop
     name = f"from-the-cli-{tag()}.jpg"
-    stack.s3().put_object(Bucket=stack.upload_bucket, Key=f"uploads/cli/{name}", Body=scene(800, 600, seed=3),
-                          ContentType="image/jpeg")
+    stack.s3().put_object(
+        Bucket=stack.upload_bucket,
+        Key=f"uploads/cli/{name}",
+        Body=scene(800, 600, seed=3),
+        ContentType="image/jpeg",
+    )
     wait_ready(page, name, timeout=20_000)  # a refresh every 5 s, after processing
 
 
@@ -385,8 +409,10 @@ def test_lightbox_with_keyboard_navigation_and_focus(desktop: Any, stack: Stack)
     assert page.locator("#lightbox-time").get_attribute("datetime").endswith("Z")
     image = page.locator("#lightbox-image")
     assert image.get_attribute("width") == "1600"
-    page.wait_for_function("() => { const i = document.getElementById('lightbox-image'); "
-                           "return i.complete && i.naturalWidth === 1600; }")
+    page.wait_for_function(
+        "() => { const i = document.getElementById('lightbox-image'); "
+        "return i.complete && i.naturalWidth === 1600; }"
+    )
     assert page.evaluate("document.activeElement.id") == "lightbox-close"
     shot(page, "lightbox-desktop.png")
 
@@ -440,35 +466,76 @@ def test_delete_needs_the_admin_token(desktop: Any, stack: Stack) -> None:
     assert requests.get(f"{stack.url}/images/{image_id}", timeout=10).status_code == 404
     expect(page.locator("#announcer")).to_have_text(f"{name} was deleted.")
     expect(page.locator("#lightbox")).to_be_visible()  # on to the next photo, or closed if none
+    page.keyboard.press("Escape")
 
+    # "Leave admin" forgets the token; a link with #token=... sets it again and leaves the address bar.
+    page.get_by_role("button", name="Leave admin").click()
+    expect(page.locator(".delete-button")).to_have_count(0)
+    page.goto("about:blank")
+    page.goto(f"{stack.url}/#token={stack.admin_token}")
+    expect(page.locator(".delete-button").first).to_be_visible()
+    assert "token" not in page.url
 
 
 # --- layout -------------------------------------------------------------------------------
 
 
 def columns(page: Any) -> int:
-    tops = page.eval_on_selector_all("#grid > li.card", "cards => cards.map(c => c.getBoundingClientRect().top)")
+    tops = page.eval_on_selector_all(
+        "#grid > li.card", "cards => cards.map(c => c.getBoundingClientRect().top)"
+    )
     return sum(1 for top in tops if abs(top - tops[0]) < 1)
 
 
 def test_desktop_and_phone_layouts_with_screenshots(browser: Any, stack: Stack) -> None:
     sizes = [(1200, 800), (800, 1100), (1000, 1000), (1400, 800), (900, 1200), (1200, 900)]
-    upload_many(stack, [(f"{word}.jpg", scene(*sizes[i % len(sizes)], seed=i)) for i, word in enumerate(
-        ["dawn", "glacier", "dusk", "meadow", "violet-hour", "dunes", "harbour", "ridge",
-         "sunset", "lagoon", "evening", "sandstone", "aurora", "coastline", "highlands"])])
-    for viewport, name, docs_name, wanted in [(DESKTOP, "gallery-desktop.png", "gallery.png", range(5, 7)),
-                                              (PHONE, "gallery-phone.png", "gallery-phone.png", range(2, 3))]:
+    upload_many(
+        stack,
+        [
+            (f"{word}.jpg", scene(*sizes[i % len(sizes)], seed=i))
+            for i, word in enumerate(
+                [
+                    "dawn",
+                    "glacier",
+                    "dusk",
+                    "meadow",
+                    "violet-hour",
+                    "dunes",
+                    "harbour",
+                    "ridge",
+                    "sunset",
+                    "lagoon",
+                    "evening",
+                    "sandstone",
+                    "aurora",
+                    "coastline",
+                    "highlands",
+                ]
+            )
+        ],
+    )
+    for viewport, name, docs_name, wanted in [
+        (DESKTOP, "gallery-desktop.png", "gallery.png", range(5, 7)),
+        (PHONE, "gallery-phone.png", "gallery-phone.png", range(2, 3)),
+    ]:
         extra = {"is_mobile": True, "has_touch": True} if viewport is PHONE else {}
         page, watch = open_page(browser, stack, viewport, **extra)
         try:
-            page.wait_for_function("() => Array.from(document.querySelectorAll('#grid img'))"
-                                   ".slice(0, 12).every(i => i.complete && i.naturalWidth > 0)")
+            page.wait_for_function(
+                "() => Array.from(document.querySelectorAll('#grid img'))"
+                ".slice(0, 12).every(i => i.complete && i.naturalWidth > 0)"
+            )
             assert columns(page) in wanted, f"{columns(page)} columns at {viewport}"
-            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scroll"
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (
+                "no sideways scroll"
+            )
             button = page.locator("label.upload-button").bounding_box()
             assert button and button["x"] + button["width"] <= viewport["width"], "the upload button fits"
             expect(page.get_by_label("Upload photos")).to_have_count(1)  # the short label still reads so
             shot(page, name, docs_name)
+            if viewport is DESKTOP:  # dark mode, for a look at the artifacts
+                page.emulate_media(color_scheme="dark")
+                shot(page, "gallery-desktop-dark.png")
             assert (DOCS / docs_name).stat().st_size < 300_000
             assert not watch.errors and not watch.dialogs
         finally:

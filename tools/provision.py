@@ -2,7 +2,11 @@
 
 Idempotent: run it as often as you like. ``python -m tools.provision --stage prod``
 (or ``make provision STAGE=prod``) reads the stage's bucket names and allowed origins
-from ``.chalice/config.json``.
+from ``.chalice/config.json``; ``--origin`` adds one (``tools/deploy.py`` passes the deployed
+API's origin, which is only known after the first deploy).
+
+The buckets are made here, not by Chalice: Chalice only subscribes the resize function to an
+existing bucket, and ``chalice delete`` must never take the images with it.
 """
 
 from __future__ import annotations
@@ -21,13 +25,18 @@ ABANDONED_UPLOAD_DAYS = 1
 def stage_environment(stage: str, project_dir: Path = ROOT) -> dict[str, str]:
     """The environment variables ``.chalice/config.json`` gives a stage (global, then stage)."""
     config = json.loads((project_dir / ".chalice" / "config.json").read_text())
-    if stage not in config.get("stages", {}):
-        raise SystemExit(f"stage {stage!r} is not in .chalice/config.json (stages: {', '.join(config['stages'])})")
-    return {**config.get("environment_variables", {}), **config["stages"][stage].get("environment_variables", {})}
+    stages = config.get("stages", {})
+    if stage not in stages:
+        raise SystemExit(f"stage {stage!r} is not in .chalice/config.json (stages: {', '.join(stages)})")
+    return {**config.get("environment_variables", {}), **stages[stage].get("environment_variables", {})}
 
 
 def provision(s3: Any, upload_bucket: str, images_bucket: str, origins: list[str]) -> list[str]:
-    """Make both buckets private, encrypted and CORS-enabled for ``origins``; returns what it did."""
+    """Make both buckets private, encrypted and CORS-enabled for ``origins``; returns what it did.
+
+    With no origins the CORS rules are left as they are: a first deploy does not know the
+    gallery's origin yet (see ``tools/deploy.py``).
+    """
     done = []
     for bucket in (upload_bucket, images_bucket):
         if _create(s3, bucket):
@@ -48,6 +57,20 @@ def provision(s3: Any, upload_bucket: str, images_bucket: str, origins: list[str
                 "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
             },
         )
+    if origins:
+        _cors(s3, upload_bucket, images_bucket, origins)
+    # Uploads never finished (multipart parts left behind by a dropped client) cost money
+    # and are never processed: expire them.
+    s3.put_bucket_lifecycle_configuration(Bucket=upload_bucket, LifecycleConfiguration={"Rules": [{
+        "ID": "abort-abandoned-uploads", "Status": "Enabled", "Filter": {"Prefix": "uploads/"},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABANDONED_UPLOAD_DAYS},
+    }]})
+    cors = f"CORS for {', '.join(origins)}" if origins else "CORS unchanged: no origins given"
+    done.append(f"configured s3://{upload_bucket} and s3://{images_bucket} (private, {cors})")
+    return done
+
+
+def _cors(s3: Any, upload_bucket: str, images_bucket: str, origins: list[str]) -> None:
     # Browsers POST (or PUT) uploads straight to the upload bucket from the gallery's origin.
     s3.put_bucket_cors(Bucket=upload_bucket, CORSConfiguration={"CORSRules": [{
         "AllowedOrigins": origins, "AllowedMethods": ["POST", "PUT"],
@@ -58,26 +81,30 @@ def provision(s3: Any, upload_bucket: str, images_bucket: str, origins: list[str
         "AllowedOrigins": origins, "AllowedMethods": ["GET", "HEAD"], "AllowedHeaders": [],
         "MaxAgeSeconds": 3600,
     }]})
-    # Uploads never finished (multipart parts left behind by a dropped client) cost money
-    # and are never processed: expire them.
-    s3.put_bucket_lifecycle_configuration(Bucket=upload_bucket, LifecycleConfiguration={"Rules": [{
-        "ID": "abort-abandoned-uploads", "Status": "Enabled", "Filter": {"Prefix": "uploads/"},
-        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABANDONED_UPLOAD_DAYS},
-    }]})
-    done.append(f"configured s3://{upload_bucket} and s3://{images_bucket} (private, CORS for {', '.join(origins)})")
-    return done
 
 
 def _create(s3: Any, bucket: str) -> bool:
     from botocore.exceptions import ClientError
 
-    try:
-        s3.head_bucket(Bucket=bucket)
-        return False
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
-            raise  # 403: the name is taken by another account, or no permission
     region = s3.meta.region_name
+    try:
+        head = s3.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code")
+        if code in ("403", "AccessDenied"):
+            raise SystemExit(f"s3://{bucket} exists but this account cannot use it: bucket names are global, "
+                             "so another account may own it. Choose another name in .chalice/config.json "
+                             "(UPLOAD_BUCKET / IMAGES_BUCKET), or check your credentials.") from None
+        if code not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    else:
+        found = head.get("BucketRegion") or head["ResponseMetadata"]["HTTPHeaders"].get("x-amz-bucket-region")
+        if found and region and found != region:
+            # S3 notifies only functions in the bucket's own region.
+            raise SystemExit(f"s3://{bucket} is in {found}, but this deploy targets {region}: the resize "
+                             "function must be in the bucket's region. Use that region, or other bucket "
+                             "names for a stage in this region.")
+        return False
     extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     s3.create_bucket(Bucket=bucket, **extra)
     return True
@@ -88,15 +115,24 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", default=os.environ.get("STAGE", "dev"))
+    parser.add_argument("--origin", action="append", default=[],
+                        help="another origin the gallery is served from (repeatable)")
     args = parser.parse_args(argv)
     env = stage_environment(args.stage)
-    origins = [o.strip() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()]
-    if not origins:
-        raise SystemExit(f"set ALLOWED_ORIGINS for stage {args.stage!r} in .chalice/config.json "
-                         "(the gallery's origin, e.g. https://abc123.execute-api.eu-west-1.amazonaws.com)")
-    for line in provision(boto3.client("s3"), env["UPLOAD_BUCKET"], env["IMAGES_BUCKET"], origins):
+    origins = stage_origins(env, args.origin)
+    s3 = boto3.client("s3")
+    print(f"provisioning stage {args.stage} in {s3.meta.region_name}")
+    for line in provision(s3, env["UPLOAD_BUCKET"], env["IMAGES_BUCKET"], origins):
         print(line)
+    if not origins:
+        print("no ALLOWED_ORIGINS yet: `make deploy` adds the API's origin once it exists")
     return 0
+
+
+def stage_origins(env: dict[str, str], extra: list[str] = ()) -> list[str]:
+    """The stage's ALLOWED_ORIGINS plus ``extra``, without duplicates, in order."""
+    found = [o.strip().rstrip("/") for o in [*env.get("ALLOWED_ORIGINS", "").split(","), *extra]]
+    return list(dict.fromkeys(o for o in found if o))
 
 
 if __name__ == "__main__":

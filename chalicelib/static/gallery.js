@@ -369,7 +369,9 @@
     const tile = el("div", { class: "tile tile-upload" });
     if (PREVIEWABLE.has(file.type) && file.size <= config.maxUploadBytes) {
       upload.preview = URL.createObjectURL(file);
-      tile.append(el("img", { class: "preview", src: upload.preview, alt: "" }));
+      const preview = el("img", { class: "preview", src: upload.preview, alt: "" });
+      preview.addEventListener("error", () => preview.remove()); // not decodable here (or not an image)
+      tile.append(preview);
     }
     upload.state = el("span", { class: "tile-state" }, "Waiting…");
     upload.progress = el("progress", { max: "100", value: "0", "aria-label": `Upload of ${file.name}` });
@@ -771,7 +773,14 @@
       addFiles(input.files);
       input.value = ""; // choosing the same file again still fires change
     });
-    $("load-more").addEventListener("click", () => { moreFailed = false; loadMore(); });
+    $("load-more").addEventListener("click", async () => {
+      moreFailed = false;
+      const before = grid.children.length;
+      await loadMore();
+      // A keyboard user who pressed the button carries on from the first new photo.
+      const first = grid.children[before];
+      if (first && document.activeElement === $("load-more")) (first.querySelector("a, button") || grid).focus();
+    });
     $("banner-retry").addEventListener("click", refresh);
     // A presigned thumbnail URL can expire on a long-open page: fetch fresh URLs once.
     const retried = new Set();

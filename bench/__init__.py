@@ -1,0 +1,1 @@
+"""Benchmarks of the image pipeline (``make bench`` runs ``bench/run.sh``)."""

@@ -1,0 +1,343 @@
+"""chalicelib/gallery.py without a browser: escaping, the CSP, the page's data, the static allow-list."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+
+from chalicelib import gallery
+from chalicelib.config import Settings
+from chalicelib.errors import IMAGE_ERROR_CODES, ImageshelfError
+
+ORIGINS = {"upload": "http://127.0.0.1:9000", "image": "https://cdn.example.com"}
+NASTY = "<img src=x onerror=alert(1)>.jpg"
+SCRIPT_BREAK = "</script><script>alert(1)</script>.png"
+
+
+def image(
+    image_id: str = "0" * 20, status: str = "ready", filename: str = "cat.jpg", **extra: Any
+) -> dict[str, Any]:
+    ready = status == "ready"
+    body: dict[str, Any] = {
+        "id": image_id,
+        "status": status,
+        "created_at": "2026-11-23T12:00:00.000Z",
+        "original": {
+            "filename": filename,
+            "content_type": "image/jpeg",
+            "bytes": 1234,
+            "width": 1200 if ready else None,
+            "height": 800 if ready else None,
+            "format": "JPEG",
+        },
+        "renditions": [
+            {
+                "name": "large",
+                "url": "https://cdn.example.com/l.jpg?a=1&b=2",
+                "width": 1200,
+                "height": 800,
+                "content_type": "image/jpeg",
+                "bytes": 90000,
+            },
+            {
+                "name": "thumb",
+                "url": "https://cdn.example.com/t.jpg?a=1&b=2",
+                "width": 400,
+                "height": 267,
+                "content_type": "image/jpeg",
+                "bytes": 9000,
+            },
+        ]
+        if ready
+        else [],
+    }
+    body.update(extra)
+    return body
+
+
+def render(*images: dict[str, Any], next_cursor: str | None = None, settings: Settings | None = None) -> Any:
+    first_page = {"images": list(images), "next_cursor": next_cursor}
+    return gallery.page_response(first_page, settings or Settings(), ORIGINS)
+
+
+class Page(HTMLParser):
+    """Every start tag with its attributes, the text of each element id'd, and the config block."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: dict[str, str] = {}
+        self._open: list[str | None] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        self.tags.append((tag, attributes))
+        if tag not in ("img", "input", "link", "meta", "path", "rect", "circle", "br"):
+            self._open.append(attributes.get("id"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in ("img", "input", "link", "meta", "path", "rect", "circle", "br") and self._open:
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        for element_id in self._open:
+            if element_id:
+                self.text[element_id] = self.text.get(element_id, "") + data
+
+    def find(self, tag: str, **wanted: str) -> list[dict[str, str | None]]:
+        return [
+            a
+            for t, a in self.tags
+            if t == tag and all(a.get(k.replace("_", "-")) == v for k, v in wanted.items())
+        ]
+
+    def by_id(self, element_id: str) -> dict[str, str | None]:
+        (found,) = [a for _, a in self.tags if a.get("id") == element_id]
+        return found
+
+
+# --- the page -----------------------------------------------------------------------------
+
+
+def test_page_headers_and_content_security_policy() -> None:
+    response = render(image())
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["Content-Security-Policy"] == (
+        "default-src 'none'; script-src 'self'; style-src 'self'; "
+        "img-src 'self' https://cdn.example.com data: blob:; "
+        "connect-src 'self' http://127.0.0.1:9000; form-action 'self' http://127.0.0.1:9000; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    )
+    assert "unsafe" not in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    "bad", ["http://x; script-src *", "javascript:alert(1)", "http://a b", "'self'", "*"]
+)
+def test_an_origin_that_would_rewrite_the_policy_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="origin"):
+        gallery.content_security_policy({"upload": bad, "image": "http://ok.example"})
+
+
+def test_the_page_has_no_inline_script_style_or_handlers_the_csp_would_block() -> None:
+    page = Page(
+        render(
+            image(),
+            image("1" * 20, status="failed", error={"code": "corrupt_image", "message": "m"}),
+            settings=Settings(admin_token="t"),
+        ).body
+    )
+    for tag, attrs in page.tags:
+        assert "style" not in attrs, tag
+        assert not [name for name in attrs if name.startswith("on")], (tag, attrs)
+    scripts = page.find("script")
+    assert [s.get("type") for s in scripts] == ["application/json", None]
+    assert scripts[1]["src"].startswith("static/gallery.js?v=") and "defer" in scripts[1]
+    assert page.find("link", rel="stylesheet")[0]["href"].startswith("static/gallery.css?v=")
+
+
+@pytest.mark.parametrize("filename", [NASTY, SCRIPT_BREAK, "\"quoted\" & 'single'.jpg", "ünïcødé 😀.jpg"])
+def test_filenames_are_text_in_the_html_and_data_in_the_config(filename: str) -> None:
+    html = render(image(filename=filename)).body
+    assert "<img src=x" not in html and "<script>alert" not in html
+    page = Page(html)
+    (tile_image,) = [a for t, a in page.tags if t == "img" and a.get("loading") == "lazy"]
+    assert tile_image["alt"] == filename
+    assert page.find("p", **{"class": "name"})[0]["title"] == filename
+    # The config block cannot be closed early, and reads back as the exact API data.
+    block = re.search(r'<script type="application/json" id="config">(.*?)</script>', html, re.S)
+    assert block is not None
+    assert "<" not in block.group(1) and ">" not in block.group(1)
+    config = json.loads(block.group(1))
+    assert config["firstPage"]["images"][0]["original"]["filename"] == filename
+
+
+def test_a_ready_card_has_a_sized_lazy_thumbnail_with_srcset_over_the_renditions() -> None:
+    page = Page(render(image(filename="cat.jpg")).body)
+    (tile,) = page.find("a", **{"class": "tile"})
+    assert tile["href"] == "https://cdn.example.com/l.jpg?a=1&b=2"  # works without JavaScript too
+    (img,) = [a for t, a in page.tags if t == "img" and a.get("loading") == "lazy"]
+    assert img["src"] == "https://cdn.example.com/t.jpg?a=1&b=2"  # the smallest rendition
+    assert (img["width"], img["height"]) == ("400", "267")
+    assert (
+        img["srcset"]
+        == "https://cdn.example.com/t.jpg?a=1&b=2 400w, https://cdn.example.com/l.jpg?a=1&b=2 1200w"
+    )
+    assert img["sizes"] and img["decoding"] == "async"
+    assert page.find("li", **{"class": "card"})[0]["data-status"] == "ready"
+    assert '<p class="info">1200 × 800</p>' in render(image()).body
+
+
+def test_pending_and_failed_images_show_their_state_and_reason() -> None:
+    html = render(
+        image("1" * 20, status="pending"),
+        image(
+            "2" * 20,
+            status="failed",
+            filename="notes.jpg",
+            error={"code": "not_an_image", "message": "server words"},
+        ),
+    ).body
+    assert "Processing…" in html
+    assert "Couldn't process" in html
+    assert "This file isn&#39;t a photo. Choose a JPEG, PNG, GIF, WebP, TIFF, BMP or AVIF image." in html
+    statuses = [a["data-status"] for a in Page(html).find("li") if a.get("data-id")]
+    assert statuses == ["pending", "failed"]
+
+
+def test_every_image_error_code_has_words_a_person_understands() -> None:
+    words = gallery.error_words(Settings(max_upload_bytes=5 * 1024 * 1024, max_pixels=24_000_000))
+    assert set(words) >= IMAGE_ERROR_CODES
+    assert {"unsupported_media_type", "invalid_request", "network", "forbidden", "unauthorized"} <= set(words)
+    for code, text in words.items():
+        assert "_" not in text and text.endswith("."), (code, text)
+    assert words["file_too_large"] == "This file is larger than the 5 MB limit."
+    assert "24 megapixels" in words["too_many_pixels"]
+
+
+def test_an_empty_gallery_explains_what_to_do() -> None:
+    page = Page(render().body)
+    assert "hidden" not in page.by_id("empty")
+    assert "No photos yet" in page.text["empty"]
+    assert "Drag photos" in page.text["empty"]
+    assert "hidden" in page.by_id("load-more")
+
+
+def test_load_more_shows_only_when_there_is_a_next_page() -> None:
+    assert "hidden" not in Page(render(image(), next_cursor="0" * 20).body).by_id("load-more")
+    assert "hidden" in Page(render(image()).body).by_id("empty")
+
+
+def test_the_config_carries_the_limits_the_client_checks() -> None:
+    settings = Settings(
+        max_upload_bytes=3 * 1024 * 1024, renditions=(("small", (200, 200)),), admin_token="t"
+    )
+    config = gallery.page_config({"images": [], "next_cursor": None}, settings)
+    assert config["maxUploadBytes"] == 3 * 1024 * 1024 and config["maxUploadLabel"] == "3 MB"
+    assert config["renditions"] == [{"name": "small", "width": 200, "height": 200}]
+    assert config["deletionEnabled"] is True
+    assert "image/jpeg" in config["contentTypes"] and "image/svg+xml" not in config["contentTypes"]
+    assert config["pageSize"] == 24
+    assert gallery.page_config({"images": [], "next_cursor": None}, Settings())["deletionEnabled"] is False
+
+
+def test_the_admin_controls_exist_only_when_deletion_is_enabled() -> None:
+    assert 'id="admin-dialog"' not in render().body
+    assert 'id="admin-dialog"' in render(settings=Settings(admin_token="t")).body
+    assert "secret-x" not in render(settings=Settings(admin_token="secret-x")).body
+
+
+def test_the_jinja_environment_is_built_once_with_autoescape() -> None:
+    environment = gallery._environment()
+    assert environment is gallery._environment()
+    assert environment.autoescape is True
+
+
+@pytest.mark.parametrize(
+    ("size", "words"),
+    [
+        (0, "0 bytes"),
+        (1023, "1023 bytes"),
+        (1536, "1.5 KB"),
+        (20 * 1024 * 1024, "20 MB"),
+        (5 * 1024**3, "5 GB"),
+    ],
+)
+def test_human_bytes(size: int, words: str) -> None:
+    assert gallery.human_bytes(size) == words
+
+
+# --- static assets ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(gallery.ASSETS))
+def test_each_allowed_asset_is_served_with_its_type_and_a_short_cache(name: str) -> None:
+    response = gallery.asset_response(name)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == gallery.ASSETS[name]
+    assert response.headers["Cache-Control"] == "public, max-age=300"
+    text = (gallery.STATIC_DIR / name).read_text(encoding="utf-8")
+    assert response.body == text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    assert gallery.asset_url(name) == f"static/{name}?v={digest}"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../app.py",
+        "..%2Fapp.py",
+        "gallery.css/../../app.py",
+        "GALLERY.CSS",
+        "",
+        ".",
+        "..",
+        "gallery.css ",
+        "templates/gallery.html",
+        "/etc/passwd",
+        "gallery.css\0",
+    ],
+)
+def test_anything_not_on_the_allow_list_is_not_found(name: str) -> None:
+    with pytest.raises(ImageshelfError) as raised:
+        gallery.asset_response(name)
+    assert raised.value.code == "not_found"
+
+
+def test_every_file_in_static_is_on_the_allow_list() -> None:
+    assert {p.name for p in gallery.STATIC_DIR.iterdir()} == set(gallery.ASSETS)
+
+
+def test_the_script_never_writes_html_from_strings() -> None:
+    script = (gallery.STATIC_DIR / "gallery.js").read_text()
+    script = re.sub(r"^\s*//.*$", "", script, flags=re.M)  # comments may name what the code avoids
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in script, sink
+
+
+def test_the_script_draws_cards_with_the_templates_classes() -> None:
+    # templates/card.html and buildCard() in gallery.js must stay the same markup.
+    template = (gallery.TEMPLATES_DIR / "card.html").read_text()
+    script = (gallery.STATIC_DIR / "gallery.js").read_text()
+    classes = {c for attr in re.findall(r'class="([^"{]+)"', template) for c in attr.split()}
+    assert classes >= {
+        "card",
+        "tile",
+        "tile-pending",
+        "tile-failed",
+        "tile-state",
+        "tile-reason",
+        "caption",
+        "name",
+    }
+    for name in classes:
+        assert re.search(rf'["\s]{re.escape(name)}["\s]', script), name
+
+
+# --- through the app ----------------------------------------------------------------------
+
+
+def test_routes_serve_the_page_and_assets(client: Any) -> None:
+    response = client.http.get("/")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    csp = response.headers["Content-Security-Policy"]
+    assert csp.startswith("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' http")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    html = response.body.decode()
+    script = re.search(r'src="(static/gallery\.js\?v=[0-9a-f]+)"', html)
+    assert script is not None
+    asset = client.http.get("/" + script.group(1))
+    assert asset.status_code == 200
+    assert asset.headers["Content-Type"] == "text/javascript; charset=utf-8"
+    assert asset.headers["Cache-Control"] == "public, max-age=300"
+    missing = client.http.get("/static/app.py")
+    assert missing.status_code == 404
+    assert json.loads(missing.body)["error"]["code"] == "not_found"

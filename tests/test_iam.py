@@ -1,0 +1,399 @@
+"""The hand-written IAM policies (.chalice/policy-<stage>-<function>.json) are sufficient and minimal.
+
+How: the app's real code paths (routes through Chalice's test client, the resize handler through
+its Lambda invoke) run against moto with IAM enforcement on, as an IAM user holding exactly one
+function's policy. Every path must work with the whole policy (sufficient), and removing any one
+statement must break at least one path (minimal).
+
+Where moto's S3 authorisation differs from AWS's, the harness makes it behave like AWS, because a
+test that passes against looser rules proves nothing:
+
+- HeadObject on a missing key: AWS answers 404 only to callers allowed ``s3:ListBucket`` on the
+  bucket, 403 to everyone else; moto always answers 404.
+- DeleteObjects: AWS checks ``s3:DeleteObject`` on each key; moto checks it on the bucket ARN.
+- Presigned URLs are not sent by the app (browsers use them), and moto cannot authorise presigned
+  requests under enforcement. The harness checks, with moto's own policy evaluator, that the
+  policy allows the action on the exact bucket and key each URL the app returned will be used
+  for: S3 authorises a presigned request as the principal that signed it.
+
+Not proven here: the CloudWatch Logs statement (the Lambda runtime uses it, not the app); it is
+checked for the exact log group of each function instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import boto3
+import pytest
+from moto import mock_aws, settings
+from moto.iam.access_control import IAMPolicy, PermissionResult
+from moto.s3.responses import S3Response
+
+from tests.support import jpeg, s3_event
+from tools.provision import ROOT, provision, stage_environment
+
+STAGES = ("dev", "prod")
+FUNCTIONS = ("api_handler", "resize")
+ADMIN_TOKEN = "iam-test-token"
+# What a stage with DELETE_ORIGINALS=true adds to its resize policy (docs/deploy.md says so too).
+DELETE_ORIGINALS_STATEMENT = {"Sid": "DeleteOriginals", "Effect": "Allow", "Action": "s3:DeleteObject",
+                              "Resource": "arn:aws:s3:::{upload_bucket}/uploads/*"}
+
+
+def policy(stage: str, function: str) -> dict[str, Any]:
+    return json.loads((ROOT / ".chalice" / f"policy-{stage}-{function}.json").read_text())
+
+
+def without(document: dict[str, Any], index: int) -> dict[str, Any]:
+    statements = [s for i, s in enumerate(document["Statement"]) if i != index]
+    return {**document, "Statement": statements}
+
+
+# --- moto, made to authorise S3 like AWS --------------------------------------------------------
+
+
+def _aws_like_s3(monkeypatch: pytest.MonkeyPatch) -> None:
+    authorize = S3Response._authenticate_and_authorize_s3_action
+    head = S3Response.head_object
+
+    def authorize_each_key(self: Any, bucket_name: str | None = None, key_name: str | None = None) -> None:
+        if key_name is None and self.data.get("Action") == "DeleteObject" and self.is_delete_keys():
+            for element in ET.fromstring(self.body).iter():
+                if element.tag.rsplit("}", 1)[-1] == "Key":
+                    authorize(self, bucket_name=bucket_name, key_name=element.text)
+            return
+        authorize(self, bucket_name=bucket_name, key_name=key_name)
+
+    def head_404_needs_list(self: Any, bucket_name: str, *args: Any, **kwargs: Any) -> Any:
+        response = head(self, bucket_name, *args, **kwargs)
+        if response[0] == 404:
+            self.data["Action"] = "ListBucket"
+            authorize(self, bucket_name=bucket_name)  # raises AccessDenied: S3 says 403, not 404
+        return response
+
+    monkeypatch.setattr(S3Response, "_authenticate_and_authorize_s3_action", authorize_each_key)
+    monkeypatch.setattr(S3Response, "head_object", head_404_needs_list)
+
+
+@dataclass
+class Harness:
+    """One stage's app against moto, its S3 calls made as an IAM user holding ``document``."""
+
+    stage: str
+    document: dict[str, Any]
+    client: Any
+    admin: Any
+    env: dict[str, str]
+    monkeypatch: pytest.MonkeyPatch
+
+    @contextmanager
+    def unenforced(self) -> Iterator[None]:
+        """Set-up and inspection, outside the policy under test."""
+        self.monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", math.inf)
+        try:
+            yield
+        finally:
+            self.monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+
+    def may(self, action: str, url: str, key: str | None = None) -> None:
+        """The policy lets its holder sign ``url`` for ``action`` (S3 checks the signer's rights)."""
+        parts = urlsplit(url)
+        bucket = parts.netloc.split(".s3", 1)[0]
+        key = key if key is not None else unquote(parts.path.lstrip("/"))
+        arn = f"arn:aws:s3:::{bucket}/{key}"
+        verdict = IAMPolicy(json.dumps(self.document)).is_action_permitted(action, arn)
+        if verdict != PermissionResult.PERMITTED:
+            raise PermissionError(f"the policy does not allow {action} on {arn}, which the app presigned")
+
+    def upload(self, data: bytes) -> tuple[str, str]:
+        """An object in the upload bucket as a presigned upload leaves it; returns (id, key)."""
+        from chalicelib import storage
+
+        image_id = storage.new_id()
+        key = storage.upload_key(image_id)
+        with self.unenforced():
+            self.admin.put_object(Bucket=self.env["UPLOAD_BUCKET"], Key=key, Body=data,
+                                  Metadata={"filename": "photo.jpg"})
+        return image_id, key
+
+    def ready_image(self) -> str:
+        image_id, key = self.upload(jpeg(900, 600))
+        with self.unenforced():
+            self.resize(key)
+        return image_id
+
+    def resize(self, key: str) -> None:
+        self.client.lambda_.invoke("resize", s3_event(key, bucket=self.env["UPLOAD_BUCKET"]))
+
+    def keys(self, bucket_var: str, prefix: str = "") -> list[str]:
+        with self.unenforced():
+            listing = self.admin.list_objects_v2(Bucket=self.env[bucket_var], Prefix=prefix)
+        return [o["Key"] for o in listing.get("Contents", [])]
+
+
+# --- the code paths -------------------------------------------------------------------------------
+
+
+def api_upload_post(h: Harness) -> None:
+    response = h.client.http.post("/uploads", headers={"Content-Type": "application/json"},
+                                  body=json.dumps({"filename": "a.jpg", "content_type": "image/jpeg"}))
+    assert response.status_code == 201, response.body
+    grant = json.loads(response.body)
+    h.may("s3:PutObject", grant["url"], key=grant["fields"]["key"])
+
+
+def api_upload_put(h: Harness) -> None:
+    response = h.client.http.post("/uploads", headers={"Content-Type": "application/json"}, body=json.dumps(
+        {"filename": "a.jpg", "content_type": "image/jpeg", "size": 1000, "method": "put"}))
+    assert response.status_code == 201, response.body
+    h.may("s3:PutObject", json.loads(response.body)["url"])
+
+
+def api_list(h: Harness) -> None:
+    h.ready_image()
+    response = h.client.http.get("/images")
+    assert response.status_code == 200, response.body
+    images = json.loads(response.body)["images"]
+    assert images and images[0]["status"] == "ready" and images[0]["renditions"]
+    for rendition in images[0]["renditions"]:
+        h.may("s3:GetObject", rendition["url"])
+
+
+def api_gallery(h: Harness) -> None:
+    h.ready_image()
+    assert h.client.http.get("/").status_code == 200
+
+
+def api_get_ready(h: Harness) -> None:
+    response = h.client.http.get(f"/images/{h.ready_image()}")
+    assert response.status_code == 200 and json.loads(response.body)["status"] == "ready", response.body
+
+
+def api_get_pending(h: Harness) -> None:
+    image_id, _ = h.upload(jpeg(64, 64))
+    response = h.client.http.get(f"/images/{image_id}")
+    assert response.status_code == 200 and json.loads(response.body)["status"] == "pending", response.body
+
+
+def api_get_missing(h: Harness) -> None:
+    from chalicelib import storage
+
+    response = h.client.http.get(f"/images/{storage.new_id()}")
+    assert response.status_code == 404, response.body
+
+
+def api_delete_ready(h: Harness) -> None:
+    image_id = h.ready_image()
+    response = h.client.http.delete(f"/images/{image_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 204, response.body
+    # The app ignores DeleteObjects' per-key errors, so check that everything is really gone.
+    assert h.keys("IMAGES_BUCKET", f"{image_id}/") == []
+    assert h.keys("UPLOAD_BUCKET", f"uploads/{image_id}") == []
+
+
+def api_delete_pending(h: Harness) -> None:
+    image_id, key = h.upload(jpeg(64, 64))
+    response = h.client.http.delete(f"/images/{image_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 204, response.body
+    assert h.keys("UPLOAD_BUCKET", key) == []
+
+
+def resize_ready(h: Harness) -> None:
+    image_id, key = h.upload(jpeg(900, 600))
+    h.resize(key)
+    keys = h.keys("IMAGES_BUCKET", f"{image_id}/")
+    assert sum("/r/" in k for k in keys) == 2, keys
+    records = [k for k in keys if "/s/" in k]
+    assert len(records) == 1 and records[0].startswith(f"{image_id}/s/ready."), keys
+
+
+def resize_failed(h: Harness) -> None:
+    image_id, key = h.upload(b"not an image at all")
+    h.resize(key)
+    assert [k.split("/s/")[1][:7] for k in h.keys("IMAGES_BUCKET", f"{image_id}/")] == ["failed."]
+
+
+def resize_duplicate(h: Harness) -> None:
+    image_id, key = h.upload(jpeg(300, 200))
+    h.resize(key)
+    before = h.keys("IMAGES_BUCKET", f"{image_id}/")
+    h.resize(key)
+    assert h.keys("IMAGES_BUCKET", f"{image_id}/") == before
+
+
+def resize_gone(h: Harness) -> None:
+    from chalicelib import storage
+
+    image_id = storage.new_id()
+    h.resize(storage.upload_key(image_id))  # deleted before the event arrived: ignored, no error
+    assert h.keys("IMAGES_BUCKET", f"{image_id}/") == []
+
+
+PATHS: dict[str, list[Callable[[Harness], None]]] = {
+    "api_handler": [api_upload_post, api_upload_put, api_list, api_gallery, api_get_ready, api_get_pending,
+                    api_get_missing, api_delete_ready, api_delete_pending],
+    "resize": [resize_ready, resize_failed, resize_duplicate, resize_gone],
+}
+
+
+def run_paths(stage: str, function: str, document: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+              project_dir: Path = ROOT) -> dict[str, str]:
+    """Run every path of ``function`` as a user holding ``document``; returns the failures by path."""
+    from chalice.test import Client
+
+    from app import app
+    from chalicelib import storage
+
+    env = stage_environment(stage, project_dir)
+    failures: dict[str, str] = {}
+    with monkeypatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("AWS_")]:
+            patch.delenv(name)
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        patch.setenv("ADMIN_TOKEN", ADMIN_TOKEN)
+        _aws_like_s3(patch)
+        with mock_aws():
+            admin = boto3.client("s3", region_name="us-east-1", aws_access_key_id="admin",
+                                 aws_secret_access_key="admin")
+            provision(admin, env["UPLOAD_BUCKET"], env["IMAGES_BUCKET"], ["https://gallery.example"])
+            iam = boto3.client("iam", region_name="us-east-1", aws_access_key_id="admin",
+                               aws_secret_access_key="admin")
+            iam.create_user(UserName=function)
+            iam.put_user_policy(UserName=function, PolicyName=function, PolicyDocument=json.dumps(document))
+            key = iam.create_access_key(UserName=function)["AccessKey"]
+            patch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+            patch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+            storage.reset_clients()
+            patch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+            with Client(app, stage_name=stage, project_dir=str(project_dir)) as client:
+                harness = Harness(stage, document, client, admin, env, patch)
+                for path in PATHS[function]:
+                    try:
+                        path(harness)
+                    except Exception as error:  # a denied call surfaces as many exception types
+                        failures[path.__name__] = f"{type(error).__name__}: {error}"[:300]
+    storage.reset_clients()
+    return failures
+
+
+# --- the tests --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_policy_is_sufficient(stage: str, function: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run_paths(stage, function, policy(stage, function), monkeypatch) == {}
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_harness_denies_what_no_policy_grants(function: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Enforcement is really on: with only the logs statement, every path fails."""
+    logs_only = {**policy("dev", function), "Statement": [_logs_statement(policy("dev", function))]}
+    failures = run_paths("dev", function, logs_only, monkeypatch)
+    assert sorted(failures) == sorted(p.__name__ for p in PATHS[function])
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_statement_is_needed(function: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Minimal: dropping any S3 statement breaks a path (prod is dev with other names, below)."""
+    document = policy("dev", function)
+    unneeded = []
+    for index, statement in enumerate(document["Statement"]):
+        if statement["Sid"] == "Logs":
+            continue
+        if not run_paths("dev", function, without(document, index), monkeypatch):
+            unneeded.append(statement["Sid"])
+    assert unneeded == [], f"no code path needs {unneeded} in policy-dev-{function}.json"
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_prod_policy_is_dev_policy_for_prod_names(function: str) -> None:
+    expected = json.dumps(policy("dev", function)).replace("imageshelf-dev", "imageshelf-prod")
+    assert policy("prod", function) == json.loads(expected)
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def _logs_statement(document: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in document["Statement"] if s["Sid"] == "Logs")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_policy_shape(stage: str, function: str) -> None:
+    """Only S3 object/bucket actions on this stage's buckets, and logs for this function's own log
+    group (Chalice names the API function ``imageshelf-<stage>``, the others ``...-<name>``)."""
+    from tools.deploy import function_names
+
+    document = policy(stage, function)
+    env = stage_environment(stage)
+    buckets = (f"arn:aws:s3:::{env['UPLOAD_BUCKET']}", f"arn:aws:s3:::{env['IMAGES_BUCKET']}")
+    group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{function_names(stage)[function]}"
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow" and not {"NotAction", "NotResource"} & set(statement)
+        actions, resources = _as_list(statement["Action"]), _as_list(statement["Resource"])
+        if statement["Sid"] == "Logs":
+            assert sorted(actions) == ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
+            assert sorted(resources) == [group, f"{group}:*"]
+            continue
+        for resource in resources:
+            if resource in buckets:  # the bucket itself: listing only
+                assert actions == ["s3:ListBucket"], statement
+            else:  # objects in one of the two buckets
+                assert resource.startswith(tuple(f"{b}/" for b in buckets)), resource
+                assert set(actions) <= {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, statement
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_config_points_each_function_at_its_policy(stage: str) -> None:
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    assert config["autogen_policy"] is False and config["stages"][stage]["autogen_policy"] is False
+    functions = config["stages"][stage]["lambda_functions"]
+    for function in FUNCTIONS:
+        assert functions[function]["iam_policy_file"] == f"policy-{stage}-{function}.json"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_delete_originals_matches_policy(stage: str) -> None:
+    """The resize policy may delete originals exactly when the stage turns DELETE_ORIGINALS on."""
+    enabled = stage_environment(stage).get("DELETE_ORIGINALS", "false").lower() in ("1", "true", "yes", "on")
+    upload_objects = f"arn:aws:s3:::{stage_environment(stage)['UPLOAD_BUCKET']}/uploads/*"
+    granted = any(s["Action"] == "s3:DeleteObject" and s["Resource"] == upload_objects
+                  for s in policy(stage, "resize")["Statement"])
+    assert granted == enabled
+
+
+def test_delete_originals_needs_exactly_the_documented_statement(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """With DELETE_ORIGINALS=true the resize function deletes each original once it is ready: that
+    needs the statement docs/deploy.md tells you to add, and works with it."""
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    config["stages"]["dev"]["environment_variables"]["DELETE_ORIGINALS"] = "true"
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(config))
+    bucket = stage_environment("dev")["UPLOAD_BUCKET"]
+    statement = json.loads(json.dumps(DELETE_ORIGINALS_STATEMENT).replace("{upload_bucket}", bucket))
+    base = policy("dev", "resize")
+    extended = {**base, "Statement": [*base["Statement"], statement]}
+
+    def original_deleted(h: Harness) -> None:
+        _, key = h.upload(jpeg(300, 200))
+        h.resize(key)
+        assert h.keys("UPLOAD_BUCKET", key) == []
+
+    monkeypatch.setitem(PATHS, "resize", [original_deleted])
+    assert run_paths("dev", "resize", extended, monkeypatch, project_dir=tmp_path) == {}
+    assert "original_deleted" in run_paths("dev", "resize", base, monkeypatch, project_dir=tmp_path)
+    assert "DeleteOriginals" in (ROOT / "docs" / "deploy.md").read_text()
