@@ -26,7 +26,6 @@ from PIL import Image
 
 from tools.stack import Stack
 
-
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "load"
 TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 
@@ -36,7 +35,9 @@ def make_photos(count: int, seed: int = 20261123) -> list[tuple[str, bytes, str]
     cached under .cache/load/ (the same seed always makes the same files)."""
     folder = CACHE / f"{seed}-{count}"
     if (folder / ".done").exists():
-        return [(p.name, p.read_bytes(), TYPES[p.suffix]) for p in sorted(folder.iterdir()) if p.suffix in TYPES]
+        return [
+            (p.name, p.read_bytes(), TYPES[p.suffix]) for p in sorted(folder.iterdir()) if p.suffix in TYPES
+        ]
     photos = _derive(count, seed)
     folder.mkdir(parents=True, exist_ok=True)
     for filename, data, _ in photos:
@@ -84,10 +85,14 @@ def run(url: str, photos: list[tuple[str, bytes, str]], clients: int, timeout: f
         http = getattr(session, "http", None) or requests.Session()
         session.http = http
         started = time.monotonic()
-        grant = http.post(f"{url}/uploads", json={"filename": filename, "content_type": content_type,
-                                                  "size": len(data)}, timeout=30).json()
-        sent = http.post(grant["url"], data=grant["fields"], files={"file": (filename, data, content_type)},
-                         timeout=60)
+        grant = http.post(
+            f"{url}/uploads",
+            json={"filename": filename, "content_type": content_type, "size": len(data)},
+            timeout=30,
+        ).json()
+        sent = http.post(
+            grant["url"], data=grant["fields"], files={"file": (filename, data, content_type)}, timeout=60
+        )
         if sent.status_code not in (200, 201, 204):
             with lock:
                 failures.append(f"{filename}: upload answered {sent.status_code}")
@@ -116,8 +121,9 @@ def run(url: str, photos: list[tuple[str, bytes, str]], clients: int, timeout: f
     listed: list[str] = []
     cursor = None
     while True:
-        page = requests.get(f"{url}/images", params={"limit": 100, **({"cursor": cursor} if cursor else {})},
-                            timeout=30).json()
+        page = requests.get(
+            f"{url}/images", params={"limit": 100, **({"cursor": cursor} if cursor else {})}, timeout=30
+        ).json()
         listed += [i["id"] for i in page["images"] if i["status"] == "ready"]
         cursor = page["next_cursor"]
         if not cursor:
