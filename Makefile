@@ -24,6 +24,18 @@ test: $(STAMP)
 load: $(STAMP)
 	$(PY) -m tools.loadtest $(if $(URL),--url $(URL))
 
+# `chalice package --pkg-format terraform` into build/$(STAGE), then check the zip and the Terraform.
+package: $(STAMP)
+	$(PY) -m tools.deploy package --stage $(STAGE) --out build/$(STAGE)
+	$(PY) -m tools.package_check build/$(STAGE)
+
+provision: $(STAMP)
+	$(PY) -m tools.provision --stage $(STAGE)
+
+# Provision the buckets, then `chalice deploy --stage $(STAGE)` (needs AWS credentials).
+deploy: $(STAMP)
+	$(PY) -m tools.deploy deploy --stage $(STAGE)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

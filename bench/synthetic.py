@@ -36,7 +36,7 @@ def make() -> dict[str, Path]:
     specs = {
         "25MP-baseline.jpg": lambda: _save(_photo((5000, 5000)), "JPEG", quality=90),
         "25MP-progressive.jpg": lambda: _save(_photo((5000, 5000)), "JPEG", quality=90, progressive=True),
-        "25MP-rgb.png": lambda: _save(_photo((5000, 5000)).reduce(2).resize((5000, 5000)), "PNG"),
+        "25MP-rgb.png": lambda: _save(_photo((5000, 5000)).reduce(8).resize((5000, 5000)), "PNG"),
         "25MP-rgba.png": lambda: _save(_rgba((5000, 5000)), "PNG"),
         "25MP.webp": lambda: _save(_photo((5000, 5000)), "WEBP", quality=80),
         "49MP-rgba-flat.png": lambda: _save(Image.new("RGBA", (7000, 7000), (10, 200, 30, 128)), "PNG"),
@@ -57,7 +57,7 @@ def make() -> dict[str, Path]:
 
 
 def _rgba(size: tuple[int, int]) -> Image.Image:
-    im = _photo(size).reduce(2).resize(size).convert("RGBA")
+    im = _photo(size).reduce(10).resize(size).convert("RGBA")
     mask = Image.radial_gradient("L").resize(size)
     im.putalpha(mask)
     return im
@@ -67,3 +67,8 @@ def _save(im: Image.Image, fmt: str, **params: object) -> bytes:
     buf = io.BytesIO()
     im.save(buf, fmt, **params)
     return buf.getvalue()
+
+
+if __name__ == "__main__":
+    for name, path in make().items():
+        print(f"{name:28s} {path.stat().st_size:>12,}")

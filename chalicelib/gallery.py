@@ -139,7 +139,6 @@ def page_config(first_page: dict[str, Any], settings: Settings) -> dict[str, Any
         "maxUploadBytes": settings.max_upload_bytes,
         "maxUploadLabel": human_bytes(settings.max_upload_bytes),
         "contentTypes": list(UPLOAD_CONTENT_TYPES),
-        "renditions": [{"name": name, "width": w, "height": h} for name, (w, h) in settings.renditions],
         "deletionEnabled": settings.deletion_enabled,
         "errors": error_words(settings),
         "firstPage": first_page,
@@ -175,19 +174,16 @@ def card(image: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
 
 def render_page(first_page: dict[str, Any], settings: Settings) -> str:
     words = error_words(settings)
-    return (
-        _environment()
-        .get_template("gallery.html")
-        .render(
-            config=page_config(first_page, settings),
-            cards=[card(image, words) for image in first_page.get("images", [])],
-            has_more=bool(first_page.get("next_cursor")),
-            max_upload=human_bytes(settings.max_upload_bytes),
-            types=type_list(),
-            accept=",".join(UPLOAD_CONTENT_TYPES),
-            deletion_enabled=settings.deletion_enabled,
-            asset=asset_url,
-        )
+    template = _environment().get_template("gallery.html")
+    return template.render(
+        config=page_config(first_page, settings),
+        cards=[card(image, words) for image in first_page.get("images", [])],
+        has_more=bool(first_page.get("next_cursor")),
+        max_upload=human_bytes(settings.max_upload_bytes),
+        types=type_list(),
+        accept=",".join(UPLOAD_CONTENT_TYPES),
+        deletion_enabled=settings.deletion_enabled,
+        asset=asset_url,
     )
 
 

@@ -341,7 +341,8 @@ def _open(data: bytes, limits: Limits) -> _Opened:
                 f"The image is a {w}x{h} progressive JPEG whose decoding needs {coef // 2**20} MB; "
                 f"the limit is {MAX_JPEG_COEF_BYTES // 2**20} MB. Save it as a baseline JPEG or smaller.",
             )
-        orientation = _orientation(im)
+        # Pillow's TIFF loader applies the orientation itself (size already swapped); others don't.
+        orientation = 1 if fmt == "TIFF" else _orientation(im)
     except ImageshelfError:
         im.close()
         raise
@@ -382,6 +383,74 @@ def inspect(data: bytes, limits: Limits = Limits()) -> SourceInfo:
 
 # ---------------------------------------------------------------------------------------------
 # Decoding
+
+
+class _WebPScaled:
+    """libwebp's own scaled decoding (the library Pillow bundles), for still WebPs.
+
+    Pillow decodes a WebP at full size through the animation decoder, which holds the canvas
+    twice plus two copies of the pixels (about 16 bytes per pixel). libwebp can rescale while it
+    decodes, row by row, so a 25 MP WebP costs a few MB and decodes faster. Optional: if the
+    library or its ABI is not what we expect, Pillow's path is used.
+    """
+
+    def __init__(self) -> None:
+        import ctypes
+        import glob
+
+        libs = os.path.join(os.path.dirname(os.path.dirname(Image.__file__)), "pillow.libs")
+        found = sorted(glob.glob(os.path.join(libs, "libwebp-*.so*")))
+        self.lib = ctypes.CDLL(found[0]) if found else None
+        c = ctypes
+        ints = lambda *names: tuple((n, c.c_int) for n in names)  # noqa: E731
+        features = type("Features", (c.Structure,), {"_fields_": (
+            *ints("width", "height", "has_alpha", "has_animation", "format"), ("pad", c.c_uint32 * 5))})
+        rgba = type("RGBA", (c.Structure,), {"_fields_": (
+            ("rgba", c.c_void_p), ("stride", c.c_int), ("size", c.c_size_t))})
+        yuva = type("YUVA", (c.Structure,), {"_fields_": (
+            *((n, c.c_void_p) for n in "yuva"), *ints("ys", "us", "vs", "as"),
+            *((n, c.c_size_t) for n in ("yz", "uz", "vz", "az")))})
+        union = type("U", (c.Union,), {"_fields_": (("RGBA", rgba), ("YUVA", yuva))})
+        buffer = type("Buffer", (c.Structure,), {"_fields_": (
+            *ints("colorspace", "width", "height", "is_external_memory"), ("u", union),
+            ("pad", c.c_uint32 * 4), ("private_memory", c.c_void_p))})
+        options = type("Options", (c.Structure,), {"_fields_": (
+            *ints("bypass_filtering", "no_fancy_upsampling", "use_cropping", "crop_left", "crop_top",
+                  "crop_width", "crop_height", "use_scaling", "scaled_width", "scaled_height", "use_threads",
+                  "dithering_strength", "flip", "alpha_dithering_strength"), ("pad", c.c_uint32 * 5))})
+        Config = type("Config", (c.Structure,), {"_fields_": (
+            ("input", features), ("output", buffer), ("options", options))})  # fmt: skip
+        self.Config = Config
+        self.ctypes = c
+
+    def decode(self, data: bytes, size: tuple[int, int], alpha: bool) -> Image.Image | None:
+        """Decode ``data`` rescaled to ``size`` (RGB or RGBA), or None if libwebp is unusable."""
+        c, lib = self.ctypes, self.lib
+        if lib is None:
+            return None
+        config = self.Config()
+        if not lib.WebPInitDecoderConfigInternal(c.byref(config), 0x0209):  # WEBP_DECODER_ABI_VERSION
+            return None
+        mode, bpp = ("RGBA", 4) if alpha else ("RGB", 3)
+        out = c.create_string_buffer(size[0] * size[1] * bpp)
+        config.options.use_scaling, config.options.scaled_width, config.options.scaled_height = 1, *size
+        config.output.colorspace = 1 if alpha else 0  # MODE_RGBA / MODE_RGB
+        config.output.is_external_memory = 1
+        config.output.u.RGBA.rgba = c.cast(out, c.c_void_p)
+        config.output.u.RGBA.stride = size[0] * bpp
+        config.output.u.RGBA.size = len(out)
+        status = lib.WebPDecode(data, c.c_size_t(len(data)), c.byref(config))
+        if status != 0:
+            raise OSError(f"libwebp could not decode the image (VP8 status {status})")
+        return Image.frombuffer(mode, size, out, "raw", mode, 0, 1)
+
+
+@lru_cache(maxsize=1)
+def _webp_scaled() -> _WebPScaled | None:
+    try:
+        return _WebPScaled()
+    except Exception:
+        return None
 
 
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")  # the first marker after entropy-coded data
@@ -706,14 +775,26 @@ def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]]
     full_w, full_h = im.size
     box: tuple[float, float, float, float] = (0.0, 0.0, float(full_w), float(full_h))
     want = None
+    src = None
+    if info.format == "WEBP" and (decoder := _webp_scaled()):
+        # Rescale while decoding; leave DRAFT_GAP of headroom for the Lanczos pass, as for JPEG.
+        big = max(stored)
+        scale = min(1.0, DRAFT_GAP * big[0] / full_w, DRAFT_GAP * big[1] / full_h)
+        if scale < 1.0:
+            target = (max(1, round(full_w * scale)), max(1, round(full_h * scale)))
+            src = decoder.decode(data, target, alpha=im.mode == "RGBA")
+            if src is not None:
+                src.info = dict(im.info)
+                box = (0.0, 0.0, float(target[0]), float(target[1]))
     if info.format == "JPEG":
         want = (int(max(s[0] for s in stored) * DRAFT_GAP), int(max(s[1] for s in stored) * DRAFT_GAP))
         if (drafted := im.draft(None, want)) is not None:
             box = drafted[1]
             im = _dc_only(im, data, want) or im
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        src = _load(im, data, info.format, want)
+    if src is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            src = _load(im, data, info.format, want)
     icc = src.info.get("icc_profile")
     if info.format == "PNG" and orient == 1 and "exif" in src.info:
         orient = _orientation(src)  # eXIf after the pixel data: only known now

@@ -505,8 +505,18 @@ def settle_records(image_id: str, settings: Settings) -> None:
 def _delete_keys(bucket: str, keys: list[str]) -> None:
     for start in range(0, len(keys), 1000):
         chunk = keys[start : start + 1000]
-        if chunk:
-            s3().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+        if not chunk:
+            continue
+        response = s3().delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+        )
+        # DeleteObjects answers 200 even when keys fail: surface those failures.
+        if response.get("Errors"):
+            first = response["Errors"][0]
+            raise RuntimeError(
+                f"could not delete {len(response['Errors'])} keys from s3://{bucket}, "
+                f"e.g. {first['Key']}: {first['Code']}"
+            )
 
 
 def list_images(limit: int, cursor: str | None, settings: Settings) -> tuple[list[Record], str | None]:

@@ -12,6 +12,14 @@ It needs only ``requests`` (and ``tqdm`` for the command's progress bars).
 from .client import Client, ImageshelfError, sniff_content_type
 from .models import ErrorInfo, Image, Original, Page, Rendition
 
-__all__ = ["Client", "ErrorInfo", "Image", "ImageshelfError", "Original", "Page", "Rendition",
-           "sniff_content_type"]
+__all__ = [
+    "Client",
+    "ErrorInfo",
+    "Image",
+    "ImageshelfError",
+    "Original",
+    "Page",
+    "Rendition",
+    "sniff_content_type",
+]
 __version__ = "1.0.0"

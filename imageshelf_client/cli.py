@@ -15,8 +15,9 @@ import argparse
 import json
 import sys
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,7 +25,9 @@ from typing import Any, TextIO
 from .client import DEFAULT_URL, Client, ImageshelfError
 from .models import Image
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif"}
+)
 
 
 @dataclass
@@ -40,20 +43,36 @@ class Outcome:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=argparse.SUPPRESS,
-                        help=f"the API's base URL (default: $IMAGESHELF_URL or {DEFAULT_URL})")
-    common.add_argument("--token", default=argparse.SUPPRESS,
-                        help="the admin token, to delete (default: $IMAGESHELF_TOKEN)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print JSON on stdout, for scripts")
+    common.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help=f"the API's base URL (default: $IMAGESHELF_URL or {DEFAULT_URL})",
+    )
+    common.add_argument(
+        "--token", default=argparse.SUPPRESS, help="the admin token, to delete (default: $IMAGESHELF_TOKEN)"
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON on stdout, for scripts"
+    )
     bars = common.add_mutually_exclusive_group()
-    bars.add_argument("--progress", dest="progress", action="store_true", default=argparse.SUPPRESS,
-                      help="show progress bars even when stderr is not a terminal")
-    bars.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
-                      help="never show progress bars")
+    bars.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show progress bars even when stderr is not a terminal",
+    )
+    bars.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="never show progress bars",
+    )
 
-    parser = argparse.ArgumentParser(prog="imageshelf", parents=[common],
-                                     description="Upload photos to imageshelf and manage them.")
+    parser = argparse.ArgumentParser(
+        prog="imageshelf", parents=[common], description="Upload photos to imageshelf and manage them."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     upload = commands.add_parser("upload", parents=[common], help="upload photos")
@@ -61,10 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--wait", action="store_true", help="wait until each image is ready or failed")
     _add_upload_options(upload)
 
-    folder = commands.add_parser("import", parents=[common], help="upload every image in a folder (recursively)")
+    folder = commands.add_parser(
+        "import", parents=[common], help="upload every image in a folder (recursively)"
+    )
     folder.add_argument("folder", metavar="DIR")
-    folder.add_argument("--no-wait", dest="wait", action="store_false",
-                        help="do not wait for the images to be processed")
+    folder.add_argument(
+        "--no-wait", dest="wait", action="store_false", help="do not wait for the images to be processed"
+    )
     _add_upload_options(folder)
 
     listing = commands.add_parser("list", parents=[common], help="list images, newest first")
@@ -84,10 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_upload_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", "-j", type=_positive, default=4, help="files sent at once (default 4)")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds to wait for each image to be processed (default 120)")
-    parser.add_argument("--method", choices=["put", "post"], default="put",
-                        help="upload with a presigned PUT (default) or a form POST")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for each image to be processed (default 120)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=["put", "post"],
+        default="put",
+        help="upload with a presigned PUT (default) or a form POST",
+    )
 
 
 def _positive(value: str) -> int:
@@ -97,7 +127,9 @@ def _positive(value: str) -> int:
     return number
 
 
-def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
     args = build_parser().parse_args(argv)
     for name, default in (("url", None), ("token", None), ("json", False), ("progress", None)):
         setattr(args, name, getattr(args, name, default))  # the options go before or after the command
@@ -131,55 +163,76 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
 def _import(client: Client, folder: Path, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not folder.is_dir():
         raise ImageshelfError("invalid_request", f"{folder} is not a folder.")
-    files = sorted(p for p in folder.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if not images:
-        raise ImageshelfError("invalid_request", f"No images in {folder} (looked for files named "
-                              f"{', '.join(sorted(IMAGE_SUFFIXES))}).")
+        raise ImageshelfError(
+            "invalid_request",
+            f"No images in {folder} (looked for files named {', '.join(sorted(IMAGE_SUFFIXES))}).",
+        )
     return _uploads(client, images, args, out, err, skipped=len(files) - len(images))
 
 
-def _uploads(client: Client, paths: list[Path], args: argparse.Namespace, out: TextIO, err: TextIO,
-             skipped: int = 0) -> int:
+def _uploads(
+    client: Client, paths: list[Path], args: argparse.Namespace, out: TextIO, err: TextIO, skipped: int = 0
+) -> int:
+    """Send the files ``args.jobs`` at a time; with ``args.wait``, follow the uploaded images
+    until each is ready or failed. Prints the summary; returns the exit status."""
     from tqdm import tqdm
 
     sizes = {path: _size(path) for path in paths}
     lock = threading.Lock()
-    sent = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, unit_divisor=1024, desc="uploaded ",
-                disable=not args.progress, file=err, position=0, dynamic_ncols=True)
-    done = tqdm(total=len(paths), unit="img", desc="processed" if args.wait else "files    ",
-                disable=not args.progress, file=err, position=1, dynamic_ncols=True)
+    sent = tqdm(
+        total=sum(sizes.values()),
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="uploaded ",
+        disable=not args.progress,
+        file=err,
+        position=0,
+        dynamic_ncols=True,
+    )
+    done = tqdm(
+        total=len(paths),
+        unit="img",
+        desc="processed" if args.wait else "files    ",
+        disable=not args.progress,
+        file=err,
+        position=1,
+        dynamic_ncols=True,
+    )
 
     def progress(count: int) -> None:
         with lock:
             sent.update(count)
 
-    def one(path: Path) -> Outcome:
+    def upload(path: Path) -> Outcome:
         outcome = Outcome(path=str(path), bytes=sizes[path])
         try:
-            image = client.upload(path, method=args.method, progress=progress)
-            outcome.id, outcome.status = image.id, image.status
-            if args.wait and image.pending:
-                image = client.wait(image.id, timeout=args.timeout)
-            outcome.status = image.status
-            if image.error:
-                outcome.error = {"code": image.error.code, "message": image.error.message}
+            _settle(outcome, client.upload(path, method=args.method, progress=progress))
         except ImageshelfError as error:
             outcome.status, outcome.error = "failed", {"code": error.code, "message": error.message}
         except OSError as error:
             outcome.status = "failed"
-            outcome.error = {"code": "unreadable_file", "message": f"Could not read {path}: {error.strerror}."}
-        with lock:
-            done.update(1)
+            outcome.error = {
+                "code": "unreadable_file",
+                "message": f"Could not read {path}: {error.strerror}.",
+            }
         return outcome
 
-    outcomes: list[Outcome] = []
+    def finish(outcome: Outcome) -> None:
+        with lock:
+            done.update(1)
+
     try:
         with ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="upload") as pool:
-            futures = [pool.submit(one, path) for path in paths]
-            for future in as_completed(futures):
-                outcomes.append(future.result())
+            futures = {pool.submit(upload, path) for path in paths}
+            outcomes = _follow(client, futures, args, finish)
     finally:
         sent.close()
         done.close()
@@ -187,6 +240,83 @@ def _uploads(client: Client, paths: list[Path], args: argparse.Namespace, out: T
     outcomes.sort(key=lambda o: order[o.path])
     _summary(outcomes, args, out, skipped)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def _settle(outcome: Outcome, image: Image) -> None:
+    outcome.id, outcome.status = image.id, image.status
+    if image.error:
+        outcome.error = {"code": image.error.code, "message": image.error.message}
+
+
+def _follow(
+    client: Client,
+    futures: set[Future[Outcome]],
+    args: argparse.Namespace,
+    finish: Callable[[Outcome], None],
+    interval: float = 0.25,
+) -> list[Outcome]:
+    """Collect the uploads as they end and, with ``args.wait``, wait for their images.
+
+    The uploads never wait themselves, so the pool keeps sending while earlier images are
+    processed; this thread polls the pending ones oldest first, about one request per image.
+    """
+    outcomes: list[Outcome] = []
+    waiting: dict[str, Outcome] = {}
+    deadline: float | None = None
+    progressed = False
+    while futures or waiting:
+        pause = interval / 4 if progressed else interval
+        if futures:
+            ended, futures = wait(futures, timeout=pause if waiting else None, return_when=FIRST_COMPLETED)
+        else:
+            ended = set()
+            time.sleep(pause)
+        for future in ended:
+            outcome = future.result()
+            outcomes.append(outcome)
+            if args.wait and outcome.status == "pending" and outcome.id:
+                waiting[outcome.id] = outcome
+            else:
+                finish(outcome)
+        if not futures and deadline is None:
+            deadline = time.monotonic() + args.timeout
+        settled = _poll(client, waiting) if waiting else []
+        for outcome in settled:
+            finish(outcome)
+        progressed = bool(settled)
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    for image_id, outcome in list(waiting.items()):  # a last look at each straggler
+        try:
+            _settle(outcome, client.get(image_id))
+        except ImageshelfError as error:
+            outcome.status, outcome.error = "failed", {"code": error.code, "message": error.message}
+        if outcome.status == "pending":
+            outcome.status = "failed"
+            outcome.error = {
+                "code": "wait_timeout",
+                "message": f"Still pending {args.timeout:g}s after the "
+                "last upload; wait longer (--timeout) or check that the server processes uploads.",
+            }
+        finish(outcome)
+    return outcomes
+
+
+def _poll(client: Client, waiting: dict[str, Outcome], budget: int = 8) -> list[Outcome]:
+    """Look at the images waited for longest (the server processes uploads about in order),
+    up to ``budget`` of them, stopping at the first still pending; returns those settled."""
+    settled: list[Outcome] = []
+    for image_id in list(waiting)[:budget]:
+        try:
+            image = client.get(image_id)
+        except ImageshelfError:
+            break  # tried again next round, and once more at the end
+        if image.pending:
+            break
+        outcome = waiting.pop(image_id)
+        _settle(outcome, image)
+        settled.append(outcome)
+    return settled
 
 
 def _size(path: Path) -> int:
@@ -200,8 +330,16 @@ def _summary(outcomes: list[Outcome], args: argparse.Namespace, out: TextIO, ski
     uploaded = [o for o in outcomes if o.id is not None]
     counts = {status: sum(o.status == status for o in outcomes) for status in ("ready", "pending", "failed")}
     if args.json:
-        json.dump({"uploaded": len(uploaded), **counts, "skipped": skipped,
-                   "results": [asdict(o) for o in outcomes]}, out, indent=2)
+        json.dump(
+            {
+                "uploaded": len(uploaded),
+                **counts,
+                "skipped": skipped,
+                "results": [asdict(o) for o in outcomes],
+            },
+            out,
+            indent=2,
+        )
         out.write("\n")
         return
     line = f"uploaded {len(uploaded)} of {len(outcomes)}"
@@ -216,8 +354,10 @@ def _summary(outcomes: list[Outcome], args: argparse.Namespace, out: TextIO, ski
     for outcome in outcomes:
         if outcome.status == "failed" and outcome.error:
             where = f" [{outcome.id}]" if outcome.id else ""
-            print(f"  failed: {outcome.path}{where}: {outcome.error['message']} ({outcome.error['code']})",
-                  file=out)
+            print(
+                f"  failed: {outcome.path}{where}: {outcome.error['message']} ({outcome.error['code']})",
+                file=out,
+            )
 
 
 # --- list, get, delete -----------------------------------------------------------------------
@@ -236,8 +376,11 @@ def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     for image in images:
         size = f"{image.original.width}x{image.original.height}" if image.original.width else "-"
-        print(f"{image.id}  {image.status:<7}  {size:>11}  {image.created_at:%Y-%m-%d %H:%M:%S}  "
-              f"{image.original.filename}", file=out)
+        print(
+            f"{image.id}  {image.status:<7}  {size:>11}  {image.created_at:%Y-%m-%d %H:%M:%S}  "
+            f"{image.original.filename}",
+            file=out,
+        )
     if next_cursor:
         print(f"more: imageshelf list --cursor {next_cursor}", file=out)
     elif not images:
@@ -262,8 +405,10 @@ def _print_image(image: Image, as_json: bool, out: TextIO) -> None:
     if image.error:
         lines.append(f"error:     {image.error.message} ({image.error.code})")
     for rendition in image.renditions:
-        lines.append(f"{rendition.name + ':':<10} {rendition.width}x{rendition.height} {rendition.content_type}, "
-                     f"{rendition.bytes} bytes  {rendition.url}")
+        lines.append(
+            f"{rendition.name + ':':<10} {rendition.width}x{rendition.height} {rendition.content_type}, "
+            f"{rendition.bytes} bytes  {rendition.url}"
+        )
     print("\n".join(lines), file=out)
 
 
@@ -278,8 +423,9 @@ def _delete(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) 
         except ImageshelfError as error:
             if error.code == "connection_error":
                 raise
-            results.append({"id": image_id, "deleted": False,
-                            "error": {"code": error.code, "message": error.message}})
+            results.append(
+                {"id": image_id, "deleted": False, "error": {"code": error.code, "message": error.message}}
+            )
             if not args.json:
                 _print_error(error, False, out, err, subject=image_id)
     if args.json:

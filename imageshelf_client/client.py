@@ -43,8 +43,15 @@ _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (4, b"ftypavif", "image/avif"),
     (4, b"ftypavis", "image/avif"),
 )
-_EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/gif": ".gif", "image/webp": ".webp",
-               "image/tiff": ".tif", "image/bmp": ".bmp", "image/avif": ".avif"}
+_EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "image/tiff": ".tif",
+    "image/bmp": ".bmp",
+    "image/avif": ".avif",
+}
 
 
 class ImageshelfError(Exception):
@@ -88,8 +95,16 @@ class Client:
     429 and 5xx answers. ``POST /uploads`` counts as idempotent: it only signs a URL.
     """
 
-    def __init__(self, url: str | None = None, *, token: str | None = None, timeout: float = 30.0,
-                 retries: int = 3, backoff: float = 0.5, session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        session: requests.Session | None = None,
+    ) -> None:
         self.url = (url or os.environ.get("IMAGESHELF_URL") or DEFAULT_URL).rstrip("/")
         self.token = token if token is not None else os.environ.get("IMAGESHELF_TOKEN") or None
         self.timeout = timeout
@@ -115,9 +130,17 @@ class Client:
 
     # --- the API ---------------------------------------------------------------------------
 
-    def upload(self, source: Source, filename: str | None = None, *, content_type: str | None = None,
-               wait: bool = False, timeout: float = 60.0, method: str = "put",
-               progress: Progress | None = None) -> Image:
+    def upload(
+        self,
+        source: Source,
+        filename: str | None = None,
+        *,
+        content_type: str | None = None,
+        wait: bool = False,
+        timeout: float = 60.0,
+        method: str = "put",
+        progress: Progress | None = None,
+    ) -> Image:
         """Upload one photo: ask for a presigned URL, send the bytes there, return the Image.
 
         ``source`` is a path, bytes or a binary file. ``filename`` defaults to the path's name;
@@ -132,9 +155,17 @@ class Client:
         content_type = content_type or sniff_content_type(data, filename)
         if filename is None:
             filename = "upload" + _EXTENSIONS.get(content_type, "")
-        grant = self._json("POST", "/uploads", expect=201, json={
-            "filename": filename, "content_type": content_type, "size": len(data), "method": method,
-        })
+        grant = self._json(
+            "POST",
+            "/uploads",
+            expect=201,
+            json={
+                "filename": filename,
+                "content_type": content_type,
+                "size": len(data),
+                "method": method,
+            },
+        )
         self._send(grant, data, filename, content_type, progress)
         if wait:
             return self.wait(grant["id"], timeout=timeout)
@@ -174,15 +205,19 @@ class Client:
             if not image.pending:
                 return image
             if time.monotonic() + interval > deadline:
-                raise ImageshelfError("wait_timeout", f"Image {image_id} is still pending after {timeout:g}s; "
-                                      "wait longer, or check that the server processes uploads.")
+                raise ImageshelfError(
+                    "wait_timeout",
+                    f"Image {image_id} is still pending after {timeout:g}s; "
+                    "wait longer, or check that the server processes uploads.",
+                )
             time.sleep(interval)
 
     def delete(self, image_id: str) -> None:
         """Delete an image, its original and renditions (needs the admin token)."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        response, attempts = self._request("DELETE", self._url(f"/images/{quote(image_id, safe='')}"),
-                                           headers=headers)
+        response, attempts = self._request(
+            "DELETE", self._url(f"/images/{quote(image_id, safe='')}"), headers=headers
+        )
         if response.status_code == 204 or (response.status_code == 404 and attempts > 1):
             return  # a 404 after a retry: the first attempt deleted it
         raise _api_error(response)
@@ -199,12 +234,22 @@ class Client:
         try:
             return response.json()
         except ValueError:
-            raise ImageshelfError("invalid_response", f"{method} {path} answered {response.status_code} "
-                                  "with a body that is not JSON; is the URL an imageshelf API?",
-                                  response.status_code) from None
+            raise ImageshelfError(
+                "invalid_response",
+                f"{method} {path} answered {response.status_code} "
+                "with a body that is not JSON; is the URL an imageshelf API?",
+                response.status_code,
+            ) from None
 
-    def _request(self, method: str, url: str, *, data: Callable[[], Any] | None = None,
-                 on_retry: Callable[[], None] | None = None, **kwargs: Any) -> tuple[requests.Response, int]:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: Callable[[], Any] | None = None,
+        on_retry: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> tuple[requests.Response, int]:
         """Send with retries; ``data`` makes a fresh body for each attempt. Returns the answer
         and the number of attempts it took."""
         attempt = 0
@@ -216,9 +261,12 @@ class Client:
                 response = self.session.request(method, url, data=body, timeout=self.timeout, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as error:
                 if last:
-                    raise ImageshelfError("connection_error", f"Could not reach {url} ({error.__class__.__name__}"
-                                          f" after {attempt} attempts). Is the server running, and is the URL "
-                                          "right (--url or IMAGESHELF_URL)?") from error
+                    raise ImageshelfError(
+                        "connection_error",
+                        f"Could not reach {url} ({error.__class__.__name__}"
+                        f" after {attempt} attempts). Is the server running, and is the URL "
+                        "right (--url or IMAGESHELF_URL)?",
+                    ) from error
                 delay = None
             else:
                 if last or response.status_code not in RETRY_STATUSES:
@@ -232,8 +280,9 @@ class Client:
     def _backoff(self, attempt: int) -> float:
         return min(30.0, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
-    def _send(self, grant: dict[str, Any], data: bytes, filename: str, content_type: str,
-              progress: Progress | None) -> None:
+    def _send(
+        self, grant: dict[str, Any], data: bytes, filename: str, content_type: str, progress: Progress | None
+    ) -> None:
         """Send the bytes where the grant says: PUT with its headers exactly, or a multipart POST
         with its fields first and the file last."""
         if grant["method"] == "PUT":
@@ -241,7 +290,10 @@ class Client:
         else:
             from urllib3 import encode_multipart_formdata
 
-            parts: list[tuple[str, Any]] = [*grant["fields"].items(), ("file", (filename, data, content_type))]
+            parts: list[tuple[str, Any]] = [
+                *grant["fields"].items(),
+                ("file", (filename, data, content_type)),
+            ]
             body, form_type = encode_multipart_formdata(parts)
             headers = {"Content-Type": form_type}
         readers: list[_Reader] = []
@@ -254,13 +306,17 @@ class Client:
             if progress and readers and readers[-1].reported:
                 progress(-readers[-1].reported)
 
-        response, _ = self._request(grant["method"], grant["url"], data=fresh_body, headers=headers,
-                                    on_retry=undo_progress)
+        response, _ = self._request(
+            grant["method"], grant["url"], data=fresh_body, headers=headers, on_retry=undo_progress
+        )
         if response.status_code not in (200, 201, 204):
             code = _xml_field(response.text, "Code") or str(response.status_code)
             message = _xml_field(response.text, "Message") or response.reason
-            raise ImageshelfError("upload_rejected", f"Storage refused the upload of {filename}: {code}: {message}",
-                                  response.status_code)
+            raise ImageshelfError(
+                "upload_rejected",
+                f"Storage refused the upload of {filename}: {code}: {message}",
+                response.status_code,
+            )
         if readers:
             readers[-1].finish()
 
@@ -309,8 +365,12 @@ def _api_error(response: requests.Response) -> ImageshelfError:
         return ImageshelfError(str(error["code"]), str(error["message"]), response.status_code)
     except (ValueError, KeyError, TypeError):
         text = " ".join(response.text.split())[:200]
-        return ImageshelfError("http_error", f"{response.request.method} {response.url} answered "
-                               f"{response.status_code} {response.reason}: {text}", response.status_code)
+        return ImageshelfError(
+            "http_error",
+            f"{response.request.method} {response.url} answered "
+            f"{response.status_code} {response.reason}: {text}",
+            response.status_code,
+        )
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -42,7 +42,7 @@ class Rendition:
 
 @dataclass(frozen=True)
 class Image:
-    """One image: ``status`` is ``pending``, ``ready`` (with ``renditions``) or ``failed`` (with ``error``)."""
+    """One image: ``status`` is ``pending``, ``ready`` (with ``renditions``) or ``failed`` (``error``)."""
 
     id: str
     status: str

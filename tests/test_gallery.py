@@ -216,12 +216,9 @@ def test_load_more_shows_only_when_there_is_a_next_page() -> None:
 
 
 def test_the_config_carries_the_limits_the_client_checks() -> None:
-    settings = Settings(
-        max_upload_bytes=3 * 1024 * 1024, renditions=(("small", (200, 200)),), admin_token="t"
-    )
+    settings = Settings(max_upload_bytes=3 * 1024 * 1024, admin_token="t")
     config = gallery.page_config({"images": [], "next_cursor": None}, settings)
     assert config["maxUploadBytes"] == 3 * 1024 * 1024 and config["maxUploadLabel"] == "3 MB"
-    assert config["renditions"] == [{"name": "small", "width": 200, "height": 200}]
     assert config["deletionEnabled"] is True
     assert "image/jpeg" in config["contentTypes"] and "image/svg+xml" not in config["contentTypes"]
     assert config["pageSize"] == 24

@@ -293,3 +293,17 @@ def test_gallery_page_is_html_with_security_headers(client: Any, aws: Any) -> No
 
 def test_json_answers_carry_nosniff(client: Any) -> None:
     assert client.http.get("/ping").headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_an_unexpected_crash_is_a_json_500_without_a_traceback(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib import images
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("secret internals /var/task/app.py line 12")
+
+    monkeypatch.setattr(images, "page", boom)
+    response = client.http.get("/images")
+    assert response.status_code == 500
+    error = error_of(response)
+    assert error["code"] == "internal_error"
+    assert "secret" not in response.body.decode() and "Traceback" not in response.body.decode()

@@ -51,16 +51,43 @@ def function_names(stage: str) -> dict[str, str]:
     return {"api_handler": f"{APP_NAME}-{stage}", "resize": f"{APP_NAME}-{stage}-resize"}
 
 
+def chalice_env(project_dir: Path) -> dict[str, str]:
+    """The environment for running chalice, with this machine's bytecode out of the way.
+
+    Chalice zips everything under chalicelib/, ``__pycache__`` included, and imports app.py
+    (writing new ``.pyc`` files) before it zips: remove them and stop Python writing more.
+    """
+    for cache in (project_dir / "chalicelib").rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
+    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def package(stage: str, out: Path, project_dir: Path = ROOT) -> Path:
     """``chalice package --pkg-format terraform`` into ``out``; returns ``out``."""
     if out.exists():
         shutil.rmtree(out)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {k: v for k, v in chalice_env(project_dir).items() if not k.startswith("AWS_")}
     # Packaging reads no AWS state, but botocore wants a region and credentials to exist.
-    env.update(AWS_DEFAULT_REGION="us-east-1", AWS_ACCESS_KEY_ID="packaging-only",
-               AWS_SECRET_ACCESS_KEY="packaging-only")
-    subprocess.run([*chalice_command(), "--project-dir", str(project_dir), "package", "--pkg-format",
-                    "terraform", "--stage", stage, str(out)], env=env, check=True)
+    env.update(
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="packaging-only",
+        AWS_SECRET_ACCESS_KEY="packaging-only",
+    )
+    subprocess.run(
+        [
+            *chalice_command(),
+            "--project-dir",
+            str(project_dir),
+            "package",
+            "--pkg-format",
+            "terraform",
+            "--stage",
+            stage,
+            str(out),
+        ],
+        env=env,
+        check=True,
+    )
     return out
 
 
@@ -111,17 +138,22 @@ def deploy(stage: str, project_dir: Path = ROOT) -> None:
     before = deployed(stage, project_dir)
     lives_in = deployed_region(before)
     if lives_in and lives_in != region:
-        raise SystemExit(f"stage {stage} is deployed in {lives_in}, not {region}: set "
-                         f"AWS_DEFAULT_REGION={lives_in}, or deploy the other region as its own stage "
-                         "(docs/deploy.md)")
+        raise SystemExit(
+            f"stage {stage} is deployed in {lives_in}, not {region}: set "
+            f"AWS_DEFAULT_REGION={lives_in}, or deploy the other region as its own stage "
+            "(docs/deploy.md)"
+        )
     print(f"deploying stage {stage} to account {account}, region {region}", flush=True)
     env = stage_environment(stage, project_dir)
     s3 = session.client("s3")
     known = [o for o in [api_origin(before)] if o]
     for line in provision(s3, env["UPLOAD_BUCKET"], env["IMAGES_BUCKET"], stage_origins(env, known)):
         print(line, flush=True)
-    subprocess.run([*chalice_command(), "--project-dir", str(project_dir), "deploy", "--stage", stage],
-                   check=True)
+    subprocess.run(
+        [*chalice_command(), "--project-dir", str(project_dir), "deploy", "--stage", stage],
+        env=chalice_env(project_dir),
+        check=True,
+    )
     origin = api_origin(deployed(stage, project_dir))
     if origin and origin not in known:
         for line in provision(s3, env["UPLOAD_BUCKET"], env["IMAGES_BUCKET"], stage_origins(env, [origin])):

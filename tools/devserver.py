@@ -163,7 +163,7 @@ class EventPump:
             for record in body.get("Records", []):
                 # Lambda gets one record per S3 event; keys arrive URL-encoded, as from S3.
                 self.handler(
-                    {"Records": [record]}, LambdaContext("resize", memory_size=2048, max_runtime_ms=60_000)
+                    {"Records": [record]}, LambdaContext("resize", memory_size=1769, max_runtime_ms=60_000)
                 )
         except Exception:
             if attempt < MAX_DELIVERIES:

@@ -30,7 +30,7 @@ PYTHON_TAG = "cp312"  # the Lambda runtime (python3.12) and the Python the Makef
 # Libraries that must come from the wheel's bundled copies, never from the build machine.
 # (libz is not bundled: manylinux lets wheels use the system's, and every Lambda runtime has it.)
 BUNDLED_LIBS = ("libjpeg", "libpng", "libtiff", "libwebp", "liblcms2", "libopenjp2", "libavif", "libfreetype")
-NOT_IN_ZIP = ("boto3/", "botocore/", "s3transfer/", "tests/", ".venv/", "vendor/README.md", "bench/")
+NOT_IN_ZIP = ("boto3/", "botocore/", "s3transfer/", "tests/", ".venv/", "bench/", "tools/")
 
 
 def zip_problems(zip_path: Path) -> list[str]:
@@ -42,14 +42,21 @@ def zip_problems(zip_path: Path) -> list[str]:
     problems = []
     if not wheel:
         problems.append("no pillow-*.dist-info/WHEEL: Pillow is missing or was not installed from a wheel")
-    elif not any(t.startswith(f"Tag: {PYTHON_TAG}-{PYTHON_TAG}-manylinux") and t.endswith("_x86_64")
-                 for t in tags):
+    elif not any(
+        t.startswith(f"Tag: {PYTHON_TAG}-{PYTHON_TAG}-manylinux") and t.endswith("_x86_64") for t in tags
+    ):
         problems.append(f"Pillow is not a {PYTHON_TAG} manylinux x86_64 wheel: {tags}")
     if not any(n.startswith("pillow.libs/libjpeg") for n in names):
-        problems.append("pillow.libs/ has no bundled libjpeg: Pillow was built against this machine's "
-                        "libraries")
-    wrong_abi = [n for n in names if n.startswith("PIL/") and n.endswith(".so")
-                 and f"-{PYTHON_TAG[2:]}-x86_64-linux-gnu" not in n.replace("cpython-", "-")]
+        problems.append(
+            "pillow.libs/ has no bundled libjpeg: Pillow was built against this machine's libraries"
+        )
+    wrong_abi = [
+        n
+        for n in names
+        if n.startswith("PIL/")
+        and n.endswith(".so")
+        and f"-{PYTHON_TAG[2:]}-x86_64-linux-gnu" not in n.replace("cpython-", "-")
+    ]
     problems += [f"{n} is not built for {PYTHON_TAG} x86_64 Linux" for n in wrong_abi]
     for required in ("app.py", "chalicelib/imaging.py", "chalicelib/storage.py", "chalice/app.py"):
         if required not in names:
@@ -106,11 +113,20 @@ def unpacked(zip_path: Path, workdir: Path | None = None) -> Iterator[Path]:
 def run_clean(task: Path, mode: str, image: Path, python: str = "") -> dict[str, Any]:
     """Run the app from ``task`` in ``python -I -S``: no site-packages, no user site, no PYTHON*
     variables, so only the standard library and the zip's contents are importable."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-           "UPLOAD_BUCKET": "imageshelf-smoke-uploads", "IMAGES_BUCKET": "imageshelf-smoke-images"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "UPLOAD_BUCKET": "imageshelf-smoke-uploads",
+        "IMAGES_BUCKET": "imageshelf-smoke-images",
+    }
     result = subprocess.run(
         [python or sys.executable, "-I", "-S", str(task.parent / "smoke.py"), mode, str(image)],
-        cwd=task, env=env, capture_output=True, text=True, timeout=300, check=False,
+        cwd=task,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"the zip does not run in a clean interpreter:\n{result.stderr[-4000:]}")
@@ -145,15 +161,20 @@ def terraform_functions(tf: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("build", type=Path, help="the folder `chalice package` wrote (build/<stage>)")
-    parser.add_argument("--measure", action="store_true",
-                        help="also time large images with the zip's Pillow, one fresh process each")
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="also time large images with the zip's Pillow, one fresh process each",
+    )
     args = parser.parse_args(argv)
     zip_path = args.build / "deployment.zip"
     problems = zip_problems(zip_path)
     tf = json.loads((args.build / "chalice.tf.json").read_text())
     for name, fn in sorted(terraform_functions(tf).items()):
-        print(f"{name}: memory {fn['memory_size']} MB, timeout {fn['timeout']} s, "
-              f"reserved concurrency {fn.get('reserved_concurrent_executions', 'none')}")
+        print(
+            f"{name}: memory {fn['memory_size']} MB, timeout {fn['timeout']} s, "
+            f"reserved concurrency {fn.get('reserved_concurrent_executions', 'none')}"
+        )
     with tempfile.TemporaryDirectory() as tmp, unpacked(zip_path) as task:
         samples = make_samples(Path(tmp), large=args.measure)
         report = run_clean(task, "smoke", samples.pop("small"))
@@ -161,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fit() from the zip in a clean interpreter: {report['fit']}")
         for name, image in samples.items():
             timing = run_clean(task, "measure", image)
-            print(f"resize {name} ({timing['format']}, {timing['megapixels']} MP, {timing['mib']} MiB): "
-                  f"{timing['wall_s']} s wall, {timing['cpu_s']} s CPU, peak RSS {timing['peak_rss_mb']} MB "
-                  f"({timing['rss_before_mb']} MB before the resize)")
+            print(
+                f"resize {name} ({timing['format']}, {timing['megapixels']} MP, {timing['mib']} MiB): "
+                f"{timing['wall_s']} s wall, {timing['cpu_s']} s CPU, peak RSS {timing['peak_rss_mb']} MB "
+                f"({timing['rss_before_mb']} MB before the resize)"
+            )
     for problem in problems:
         print("PROBLEM:", problem)
     print(f"{zip_path}: {'OK' if not problems else f'{len(problems)} problem(s)'}")

@@ -44,12 +44,15 @@ def provision(s3: Any, upload_bucket: str, images_bucket: str, origins: list[str
         s3.put_public_access_block(
             Bucket=bucket,
             PublicAccessBlockConfiguration={
-                "BlockPublicAcls": True, "IgnorePublicAcls": True,
-                "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
             },
         )
         s3.put_bucket_ownership_controls(
-            Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+            Bucket=bucket,
+            OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
         )
         s3.put_bucket_encryption(
             Bucket=bucket,
@@ -61,10 +64,19 @@ def provision(s3: Any, upload_bucket: str, images_bucket: str, origins: list[str
         _cors(s3, upload_bucket, images_bucket, origins)
     # Uploads never finished (multipart parts left behind by a dropped client) cost money
     # and are never processed: expire them.
-    s3.put_bucket_lifecycle_configuration(Bucket=upload_bucket, LifecycleConfiguration={"Rules": [{
-        "ID": "abort-abandoned-uploads", "Status": "Enabled", "Filter": {"Prefix": "uploads/"},
-        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABANDONED_UPLOAD_DAYS},
-    }]})
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=upload_bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "abort-abandoned-uploads",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": "uploads/"},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABANDONED_UPLOAD_DAYS},
+                }
+            ]
+        },
+    )
     cors = f"CORS for {', '.join(origins)}" if origins else "CORS unchanged: no origins given"
     done.append(f"configured s3://{upload_bucket} and s3://{images_bucket} (private, {cors})")
     return done
@@ -72,15 +84,33 @@ def provision(s3: Any, upload_bucket: str, images_bucket: str, origins: list[str
 
 def _cors(s3: Any, upload_bucket: str, images_bucket: str, origins: list[str]) -> None:
     # Browsers POST (or PUT) uploads straight to the upload bucket from the gallery's origin.
-    s3.put_bucket_cors(Bucket=upload_bucket, CORSConfiguration={"CORSRules": [{
-        "AllowedOrigins": origins, "AllowedMethods": ["POST", "PUT"],
-        "AllowedHeaders": ["Content-Type", "Content-Length", "x-amz-meta-filename"],
-        "ExposeHeaders": ["ETag", "Location"], "MaxAgeSeconds": 3600,
-    }]})
-    s3.put_bucket_cors(Bucket=images_bucket, CORSConfiguration={"CORSRules": [{
-        "AllowedOrigins": origins, "AllowedMethods": ["GET", "HEAD"], "AllowedHeaders": [],
-        "MaxAgeSeconds": 3600,
-    }]})
+    s3.put_bucket_cors(
+        Bucket=upload_bucket,
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedOrigins": origins,
+                    "AllowedMethods": ["POST", "PUT"],
+                    "AllowedHeaders": ["Content-Type", "Content-Length", "x-amz-meta-filename"],
+                    "ExposeHeaders": ["ETag", "Location"],
+                    "MaxAgeSeconds": 3600,
+                }
+            ]
+        },
+    )
+    s3.put_bucket_cors(
+        Bucket=images_bucket,
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedOrigins": origins,
+                    "AllowedMethods": ["GET", "HEAD"],
+                    "AllowedHeaders": [],
+                    "MaxAgeSeconds": 3600,
+                }
+            ]
+        },
+    )
 
 
 def _create(s3: Any, bucket: str) -> bool:
@@ -92,18 +122,22 @@ def _create(s3: Any, bucket: str) -> bool:
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code")
         if code in ("403", "AccessDenied"):
-            raise SystemExit(f"s3://{bucket} exists but this account cannot use it: bucket names are global, "
-                             "so another account may own it. Choose another name in .chalice/config.json "
-                             "(UPLOAD_BUCKET / IMAGES_BUCKET), or check your credentials.") from None
+            raise SystemExit(
+                f"s3://{bucket} exists but this account cannot use it: bucket names are global, "
+                "so another account may own it. Choose another name in .chalice/config.json "
+                "(UPLOAD_BUCKET / IMAGES_BUCKET), or check your credentials."
+            ) from None
         if code not in ("404", "NoSuchBucket", "NotFound"):
             raise
     else:
         found = head.get("BucketRegion") or head["ResponseMetadata"]["HTTPHeaders"].get("x-amz-bucket-region")
         if found and region and found != region:
             # S3 notifies only functions in the bucket's own region.
-            raise SystemExit(f"s3://{bucket} is in {found}, but this deploy targets {region}: the resize "
-                             "function must be in the bucket's region. Use that region, or other bucket "
-                             "names for a stage in this region.")
+            raise SystemExit(
+                f"s3://{bucket} is in {found}, but this deploy targets {region}: the resize "
+                "function must be in the bucket's region. Use that region, or other bucket "
+                "names for a stage in this region."
+            )
         return False
     extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     s3.create_bucket(Bucket=bucket, **extra)
@@ -115,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", default=os.environ.get("STAGE", "dev"))
-    parser.add_argument("--origin", action="append", default=[],
-                        help="another origin the gallery is served from (repeatable)")
+    parser.add_argument(
+        "--origin", action="append", default=[], help="another origin the gallery is served from (repeatable)"
+    )
     args = parser.parse_args(argv)
     env = stage_environment(args.stage)
     origins = stage_origins(env, args.origin)

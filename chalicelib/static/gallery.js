@@ -190,6 +190,10 @@
       // GET /images/{id} knows no filename until processing starts: keep the one we uploaded.
       image = Object.assign({}, image, { original: Object.assign({}, image.original, { filename: entry.localName }) });
     }
+    if (entry && entry.pinned && image.status === "pending") {
+      entry.image = image; // keep this tab's upload card, with its local preview, until the image settles
+      return;
+    }
     if (!entry) {
       const card = buildCard(image);
       entries.set(image.id, { image, card, pinned: false, sig: signature(image), touched: Date.now() });
@@ -610,6 +614,14 @@
     lightbox.addEventListener("keydown", (event) => {
       if (event.key === "ArrowLeft") { event.preventDefault(); step(-1); }
       if (event.key === "ArrowRight") { event.preventDefault(); step(1); }
+    });
+    // Swipe left or right on a touch screen, as in phone photo apps.
+    let touchX = null;
+    lightbox.addEventListener("touchstart", (event) => { touchX = event.touches[0].clientX; }, { passive: true });
+    lightbox.addEventListener("touchend", (event) => {
+      const dx = touchX === null ? 0 : event.changedTouches[0].clientX - touchX;
+      touchX = null;
+      if (Math.abs(dx) > 50) step(dx < 0 ? 1 : -1);
     });
     // A click on the dark area around the photo closes, as in most photo viewers.
     lightbox.addEventListener("click", (event) => {
