@@ -15,7 +15,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@touch $@
 
 run: $(STAMP)
-	$(PY) -m tools.devserver $(if $(PORT),--port $(PORT)) $(if $(S3_PORT),--s3-port $(S3_PORT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(PY) -m tools.devserver --reload $(if $(PORT),--port $(PORT)) $(if $(S3_PORT),--s3-port $(S3_PORT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -214,7 +214,8 @@ def _uploads(
     def upload(path: Path) -> Outcome:
         outcome = Outcome(path=str(path), bytes=sizes[path])
         try:
-            _settle(outcome, client.upload(path, method=args.method, progress=progress))
+            outcome.id = client._upload(path, None, None, args.method, progress)
+            outcome.status = "pending"
         except ImageshelfError as error:
             outcome.status, outcome.error = "failed", {"code": error.code, "message": error.message}
         except OSError as error:

@@ -149,6 +149,20 @@ class Client:
         seconds until the image is ``ready`` or ``failed``; otherwise it is usually ``pending``.
         ``progress`` is called with the number of bytes sent as they go.
         """
+        image_id = self._upload(source, filename, content_type, method, progress)
+        if wait:
+            return self.wait(image_id, timeout=timeout)
+        return self.get(image_id)
+
+    def _upload(
+        self,
+        source: Source,
+        filename: str | None,
+        content_type: str | None,
+        method: str,
+        progress: Progress | None,
+    ) -> str:
+        """Presign and send; returns the new image's id (the command follows the images itself)."""
         data, filename = _read(source, filename)
         if not data:
             raise ImageshelfError("empty_file", f"{filename} is empty: there is nothing to upload.")
@@ -167,9 +181,7 @@ class Client:
             },
         )
         self._send(grant, data, filename, content_type, progress)
-        if wait:
-            return self.wait(grant["id"], timeout=timeout)
-        return self.get(grant["id"])
+        return grant["id"]
 
     def get(self, image_id: str) -> Image:
         """One image by id; ``not_found`` if there is none."""

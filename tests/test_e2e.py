@@ -138,3 +138,30 @@ def test_racing_deliveries_against_the_embedded_s3(stack: Stack, monkeypatch: py
         "Contents"
     ]
     assert sorted(obj["Key"].split("/")[1] for obj in written) == ["r", "r", "s"]
+
+
+def test_make_run_reloads_on_code_edits_and_keeps_the_images(tmp_path: Path) -> None:
+    import os
+
+    from tools.stack import ROOT
+
+    stack = Stack(data_dir=tmp_path / "data", args=["--reload"]).start()
+    try:
+        image_id = stack.upload(jpeg(300, 200), "before reload.jpg")
+        assert stack.wait(image_id)["status"] == "ready"
+        time.sleep(1.2)  # the mirror writes once a second
+        pid = stack.process.pid
+        edited = ROOT / "chalicelib" / "errors.py"
+        os.utime(edited)  # an edit, as far as the watcher can tell
+        deadline = time.monotonic() + 30
+        restarted = False
+        while time.monotonic() < deadline and not restarted:
+            output = Path(stack.log.name).read_bytes()
+            restarted = b"code changed: restarting" in output and output.count(b"imageshelf is running") == 2
+            time.sleep(0.2)
+        assert restarted, "the server restarted with the edited code"
+        stack.wait_ready()
+        assert stack.process.pid == pid  # the same process, re-executed
+        assert listed(stack)[image_id]["status"] == "ready"
+    finally:
+        stack.stop()

@@ -41,6 +41,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--s3-port", type=int, default=int(os.environ.get("S3_PORT", "9000")))
     parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", str(ROOT / ".data")))
     parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart when app.py or chalicelib/ changes (uploads survive through DATA_DIR)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=int(os.environ.get("RESIZE_WORKERS", "2")),
@@ -209,6 +214,21 @@ def _subscribe(s3: Any, sqs: Any, bucket: str, prefix: str) -> str:
     return queue_url
 
 
+def _code_snapshot() -> dict[Path, float]:
+    files = [ROOT / "app.py", ROOT / ".chalice" / "config.json", *(ROOT / "chalicelib").rglob("*")]
+    return {
+        path: path.stat().st_mtime for path in files if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def _watch_code(on_change: Any, stopping: threading.Event) -> None:
+    before = _code_snapshot()
+    while not stopping.wait(1.0):
+        if _code_snapshot() != before:
+            on_change()
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
@@ -264,6 +284,15 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    restart = threading.Event()
+    if args.reload:
+
+        def code_changed() -> None:
+            print("code changed: restarting", flush=True)
+            restart.set()
+            stop(0, None)
+
+        threading.Thread(target=_watch_code, args=(code_changed, stopping), daemon=True).start()
     print(f"imageshelf is running (stage {STAGE}, {restored} objects restored from {args.data_dir})")
     print(f"  gallery and API   {gallery}/")
     print(f"  embedded S3       {s3_url}  (buckets {settings.upload_bucket}, {settings.images_bucket})")
@@ -277,6 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         server.server.server_close()
         moto.stop()
         print("imageshelf stopped; data kept in", args.data_dir, flush=True)
+    if restart.is_set():
+        # A fresh interpreter loads the edited code; the data comes back from DATA_DIR.
+        os.chdir(ROOT)
+        os.execv(
+            sys.executable,
+            [sys.executable, "-m", "tools.devserver", *(sys.argv[1:] if argv is None else argv)],
+        )
     return 0
 
 

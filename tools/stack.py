@@ -34,6 +34,7 @@ class Stack:
     port: int = field(default_factory=free_port)
     s3_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
     upload_bucket: str = UPLOAD_BUCKET
     images_bucket: str = IMAGES_BUCKET
@@ -61,12 +62,18 @@ class Stack:
                 str(self.s3_port),
                 "--data-dir",
                 str(self.data_dir),
+                *self.args,
             ],
             cwd=ROOT,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 60) -> Stack:
+        """Wait until the stack answers ``/ping``."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
