@@ -44,7 +44,7 @@ MAX_JPEG_COEF_BYTES = 160 * 1024 * 1024
 
 # Threads for conversion, reduce, Lanczos stripes and the two lossless encodes (not for decoding,
 # which Pillow does in one call). Lambda gives 2+ vCPUs from 1769 MB.
-WORKERS = min(4, os.cpu_count() or 1)
+WORKERS = 1
 _POOL: ThreadPoolExecutor | None = None
 
 CONTENT_TYPES = {
