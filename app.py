@@ -50,6 +50,9 @@ def delete_image(image_id):
 @app.route("/")
 @http.json_errors
 def gallery_page():
+    redirect = http.slash_redirect(app.current_request)
+    if redirect:
+        return redirect
     settings = get_settings()
     return gallery.page_response(images.page({}, settings), settings, storage.origins(settings))
 

@@ -45,7 +45,9 @@ def _groups(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def _ratio(rows: list[dict], other: str) -> tuple[float, float]:
-    pairs = [(r["ms"][other], r["ms"]["imageshelf"]) for r in rows if other in r["ms"] and "imageshelf" in r["ms"]]
+    pairs = [
+        (r["ms"][other], r["ms"]["imageshelf"]) for r in rows if other in r["ms"] and "imageshelf" in r["ms"]
+    ]
     if not pairs:
         return math.nan, math.nan
     total = sum(a for a, _ in pairs) / sum(b for _, b in pairs)
@@ -60,8 +62,10 @@ def report(rows: list[dict]) -> list[str]:
             continue
         mp = sum(r["mp"] for r in items)
         lines.append(f"\n{group}: {len(items)} images, {mp:.0f} MP")
-        lines.append(f"  {'stack':<11} {'median ms':>9} {'MP/s':>7} {'RSS med':>8} {'RSS max':>8}   "
-                     f"{'vs pyvips':>9} {'vs pillow':>9} {'vs wand':>8}")
+        lines.append(
+            f"  {'stack':<11} {'median ms':>9} {'MP/s':>7} {'RSS med':>8} {'RSS max':>8}   "
+            f"{'vs pyvips':>9} {'vs pillow':>9} {'vs wand':>8}"
+        )
         for stack in STACKS:
             have = [r for r in items if stack in r["ms"]]
             if not have:
@@ -76,10 +80,16 @@ def report(rows: list[dict]) -> list[str]:
                     cells += f" {total:>5.2f}x({geo:.2f})"
             else:
                 total, _ = _ratio(items, stack)
-                cells = f"   ours is {total:.2f}x faster" if stack != "decode" else "   (Pillow decode only: the floor)"
+                cells = (
+                    f"   ours is {total:.2f}x faster"
+                    if stack != "decode"
+                    else "   (Pillow decode only: the floor)"
+                )
             label = "decode" if stack == "decode" else stack
-            lines.append(f"  {label:<11} {statistics.median(ms):>9.1f} {speed:>7.1f} {statistics.median(rss):>7.0f}M "
-                         f"{max(rss):>7.0f}M  {cells}")
+            lines.append(
+                f"  {label:<11} {statistics.median(ms):>9.1f} {speed:>7.1f} {statistics.median(rss):>7.0f}M "
+                f"{max(rss):>7.0f}M  {cells}"
+            )
     return lines
 
 
@@ -89,20 +99,44 @@ def chart(rows: list[dict], out: Path, box: tuple[int, int]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = {k: v for k, v in _groups(rows).items() if k in ("JPEG baseline", "JPEG progressive", "PNG", "WebP", "all")}
-    colours = {"imageshelf": "#1b7f3b", "pyvips": "#3465a4", "pillow": "#c17d11", "wand": "#a40000", "decode": "#888a85"}
-    labels = {"imageshelf": "imageshelf fit()", "pyvips": "pyvips thumbnail", "pillow": "plain Pillow",
-              "wand": "Wand (classic filters)", "decode": "Pillow decode only (floor)"}
+    groups = {
+        k: v
+        for k, v in _groups(rows).items()
+        if k in ("JPEG baseline", "JPEG progressive", "PNG", "WebP", "all")
+    }
+    colours = {
+        "imageshelf": "#1b7f3b",
+        "pyvips": "#3465a4",
+        "pillow": "#c17d11",
+        "wand": "#a40000",
+        "decode": "#888a85",
+    }
+    labels = {
+        "imageshelf": "imageshelf fit()",
+        "pyvips": "pyvips thumbnail",
+        "pillow": "plain Pillow",
+        "wand": "Wand (classic filters)",
+        "decode": "Pillow decode only (floor)",
+    }
     fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
     width = 0.8 / len(STACKS)
     for i, stack in enumerate(STACKS):
         values = []
         for items in groups.values():
             have = [r for r in items if stack in r["ms"]]
-            values.append(sum(r["mp"] for r in have) / (sum(r["ms"][stack] for r in have) / 1000) if have else 0)
+            values.append(
+                sum(r["mp"] for r in have) / (sum(r["ms"][stack] for r in have) / 1000) if have else 0
+            )
         xs = [g + (i - (len(STACKS) - 1) / 2) * width for g in range(len(groups))]
-        bars = ax.bar(xs, values, width, label=labels[stack], color=colours[stack],
-                      hatch="//" if stack == "decode" else None, alpha=0.6 if stack == "decode" else 1)
+        bars = ax.bar(
+            xs,
+            values,
+            width,
+            label=labels[stack],
+            color=colours[stack],
+            hatch="//" if stack == "decode" else None,
+            alpha=0.6 if stack == "decode" else 1,
+        )
         ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
     ax.set_xticks(range(len(groups)), [f"{g}\n({len(v)} images)" for g, v in groups.items()])
     ax.set_ylabel("source megapixels per second (higher is faster)")
@@ -129,10 +163,12 @@ def hostile(box: tuple[int, int]) -> list[str]:
 
 def _rss_of_failure(path: Path, box: tuple[int, int]) -> str:
     """Peak RSS of a refused input: run it under a wrapper that catches the refusal."""
-    code = ("from chalicelib import imaging;from chalicelib.errors import ImageshelfError\n"
-            "from bench.worker import peak_rss_kb\n"
-            f"try: imaging.fit(open({str(path)!r},'rb').read(),{box})\nexcept ImageshelfError: pass\n"
-            "print(peak_rss_kb())")
+    code = (
+        "from chalicelib import imaging;from chalicelib.errors import ImageshelfError\n"
+        "from bench.worker import peak_rss_kb\n"
+        f"try: imaging.fit(open({str(path)!r},'rb').read(),{box})\nexcept ImageshelfError: pass\n"
+        "print(peak_rss_kb())"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     return f"{int(out.stdout.strip()) / 1024:.0f} MB" if out.returncode == 0 else "?"
 
@@ -153,8 +189,14 @@ def main() -> None:
     rows = []
     for i, path in enumerate(files, 1):
         with Image.open(path) as im:
-            row = {"name": path.name, "format": im.format, "mp": im.width * im.height / 1e6,
-                   "progressive": bool(im.info.get("progressive")), "ms": {}, "rss": {}}
+            row = {
+                "name": path.name,
+                "format": im.format,
+                "mp": im.width * im.height / 1e6,
+                "progressive": bool(im.info.get("progressive")),
+                "ms": {},
+                "rss": {},
+            }
         for stack in stacks:
             res = _run(stack, path, max(1, args.repeats - 1) if stack in SLOW else args.repeats, box)
             if "error" in res:
@@ -166,9 +208,11 @@ def main() -> None:
         cells = "  ".join(f"{s} {row['ms'].get(s, math.nan):7.1f}" for s in stacks)
         print(f"[{i:>2}/{len(files)}] {path.name[:44]:<44} {row['mp']:5.1f} MP  {cells}", flush=True)
     (ROOT / ".cache" / "bench" / "results.json").write_text(json.dumps(rows, indent=1))
-    lines = [f"\nimageshelf benchmark: box {box[0]}x{box[1]}, {len(rows)} images; per image the best of "
-             f"{args.repeats} runs ({max(1, args.repeats - 1)} for pillow/wand) after a warm-up, then the median "
-             "over images. Ratios: total time of the other stack / ours (geometric mean of per-image ratios)"]
+    lines = [
+        f"\nimageshelf benchmark: box {box[0]}x{box[1]}, {len(rows)} images; per image the best of "
+        f"{args.repeats} runs ({max(1, args.repeats - 1)} for pillow/wand) after a warm-up, then the median "
+        "over images. Ratios: total time of the other stack / ours (geometric mean of per-image ratios)"
+    ]
     lines += report(rows)
     lines += hostile(box)
     print("\n".join(lines))

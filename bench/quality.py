@@ -78,7 +78,10 @@ def main() -> None:
             t.save(buf, "JPEG", quality=q, progressive=True, optimize=True)
             sizes.append(buf.tell())
             scores.append(ssim(Image.open(buf), t))
-        print(f"  {q:<3} {statistics.median(scores):.4f}       {min(scores):.4f}    {statistics.median(sizes):>8.0f}")
+        print(
+            f"  {q:<3} {statistics.median(scores):.4f}       {min(scores):.4f}"
+            f"    {statistics.median(sizes):>8.0f}"
+        )
 
 
 if __name__ == "__main__":

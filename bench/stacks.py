@@ -1,6 +1,7 @@
 """The stacks compared by the benchmark: bytes in, JPEG/PNG/WebP bytes of one rendition out.
 
-Each is the idiomatic way to make a thumbnail with that library; all use quality 82 JPEG.
+Each is the idiomatic way to make a thumbnail with that library; all write quality 82 JPEG, or PNG
+when the picture has an alpha channel (imageshelf: PNG or lossless WebP, whichever is smaller).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def pillow() -> Stack:
         im = Image.open(io.BytesIO(data))
         im = im.resize(fit_size(*im.size, box), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
-        im.convert("RGB").save(buf, "JPEG", quality=QUALITY)
+        if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+            im.save(buf, "PNG")  # keep transparency, as the service must
+        else:
+            im.convert("RGB").save(buf, "JPEG", quality=QUALITY)
         return buf.getvalue()
 
     return run
@@ -57,6 +61,8 @@ def pyvips() -> Stack:
 
     def run(data: bytes, box: tuple[int, int]) -> bytes:
         im = vips.Image.thumbnail_buffer(data, box[0], height=box[1], size="down")
+        if im.hasalpha():  # keep transparency, as the service must
+            return im.pngsave_buffer(compression=6, keep="none")
         return im.jpegsave_buffer(Q=QUALITY, interlace=True, optimize_coding=True, keep="none")
 
     return run
@@ -75,14 +81,17 @@ def wand() -> Stack:
             img.auto_orient()
             img.options["filter:support"] = "2"
             img.thumbnail(*fit_size(img.width, img.height, box)) if False else img.resize(
-                *fit_size(img.width, img.height, box), filter="triangle")
+                *fit_size(img.width, img.height, box), filter="triangle"
+            )
             img.unsharp_mask(radius=0.25, sigma=0.25, amount=8, threshold=0.065)
             img.posterize(136, dither="no")
             img.strip()
+            if img.alpha_channel:  # keep transparency, as the service must
+                img.format = "png"
+                return img.make_blob()
             img.format = "jpeg"
             img.compression_quality = QUALITY
             img.options["jpeg:fancy-upsampling"] = "off"
-            img.alpha_channel = "remove"
             return img.make_blob()
 
     return run

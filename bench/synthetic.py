@@ -40,8 +40,9 @@ def make() -> dict[str, Path]:
         "25MP-rgba.png": lambda: _save(_rgba((5000, 5000)), "PNG"),
         "25MP.webp": lambda: _save(_photo((5000, 5000)), "WEBP", quality=80),
         "49MP-rgba-flat.png": lambda: _save(Image.new("RGBA", (7000, 7000), (10, 200, 30, 128)), "PNG"),
-        "49MP-progressive-444.jpg": lambda: _save(Image.new("RGB", (7000, 7000), (200, 30, 30)), "JPEG",
-                                                  progressive=True, subsampling=0),
+        "49MP-progressive-444.jpg": lambda: _save(
+            Image.new("RGB", (7000, 7000), (200, 30, 30)), "JPEG", progressive=True, subsampling=0
+        ),
         "49MP-16bit-grey.png": lambda: _save(Image.new("I;16", (7000, 7000), 40000), "PNG"),
         "49MP-palette.gif": lambda: _save(Image.new("P", (7000, 7000), 3), "GIF"),
         "81MP-header-bomb.webp": lambda: _webp_header_bomb(9000, 9000),

@@ -22,7 +22,13 @@ def peak_rss_kb() -> int:
 
 
 def main() -> None:
-    name, path, repeats, w, h = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    name, path, repeats, w, h = (
+        sys.argv[1],
+        Path(sys.argv[2]),
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+        int(sys.argv[5]),
+    )
     run = STACKS[name]()
     data = path.read_bytes()
     base_rss = peak_rss_kb()

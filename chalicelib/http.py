@@ -74,3 +74,12 @@ def created(body: dict[str, Any], location: str) -> Response:
 
 def no_content() -> Response:
     return Response(body="", status_code=204)
+
+
+def slash_redirect(request: Any) -> Response | None:
+    """A redirect from ``/api`` to ``/api/``: API Gateway serves the root resource at both, and the
+    page's relative URLs resolve under the stage prefix only with the slash."""
+    path = (getattr(request, "context", None) or {}).get("path") or "/"
+    if path.endswith("/"):
+        return None
+    return Response(body="", status_code=301, headers={"Location": f"{path}/"})

@@ -86,9 +86,10 @@ def get(image_id: str, settings: Settings) -> dict[str, Any]:
     _check_id(image_id)
     record = storage.get_record(image_id, settings)
     if record is None:
-        if not storage.upload_exists(image_id, settings):
+        upload = storage.head_upload(storage.upload_key(image_id), settings)
+        if upload is None:
             raise _not_found(image_id)
-        record = storage.Record(id=image_id, status="pending", filename="", bytes=0)
+        record = storage.Record(id=image_id, status="pending", filename=upload.filename, bytes=upload.size)
     return to_json(record, settings)
 
 

@@ -77,7 +77,7 @@ def new_id(at: float | None = None, entropy: bytes | None = None) -> str:
     ``entropy`` makes the id deterministic, for objects whose id must be the same on
     every delivery of their upload event.
     """
-    millis = int((time.time() if at is None else at) * 1000)
+    millis = time.time_ns() // 1_000_000 if at is None else round(at * 1000)
     bits = int.from_bytes(entropy or secrets.token_bytes(8), "big") & (2 ** (5 * _RANDOM_CHARS) - 1)
     return _base32(_MAX_TIME - millis, _TIME_CHARS) + _base32(bits, _RANDOM_CHARS)
 
@@ -419,18 +419,6 @@ def read_upload(upload: UploadObject, settings: Settings) -> bytes:
     return data
 
 
-def upload_exists(image_id: str, settings: Settings) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        s3().head_object(Bucket=settings.upload_bucket, Key=upload_key(image_id))
-    except ClientError as error:
-        if _is_missing(error):
-            return False
-        raise
-    return True
-
-
 def delete_upload(key: str, settings: Settings) -> None:
     s3().delete_object(Bucket=settings.upload_bucket, Key=key)
 
@@ -559,7 +547,7 @@ def delete_image(image_id: str, settings: Settings) -> bool:
     source = upload_key(image_id)
     if record is not None:
         source = read_record_body(record, settings).get("source_key") or source
-    elif not upload_exists(image_id, settings):
+    elif head_upload(upload_key(image_id), settings) is None:
         return False
     s3().delete_object(Bucket=settings.upload_bucket, Key=source)
     # Records last: until they go, a retried delete can still find the original's key.

@@ -147,7 +147,8 @@ class Client:
         ``content_type`` is sniffed from the bytes. ``method`` is ``put`` (default) or ``post``
         (a multipart form, as browsers send). With ``wait=True``, waits up to ``timeout``
         seconds until the image is ``ready`` or ``failed``; otherwise it is usually ``pending``.
-        ``progress`` is called with the number of bytes sent as they go.
+        ``progress`` is called with the number of bytes sent as they go. A file that cannot be
+        read raises ``OSError``; everything else, ``ImageshelfError``.
         """
         image_id = self._upload(source, filename, content_type, method, progress)
         if wait:
@@ -165,7 +166,9 @@ class Client:
         """Presign and send; returns the new image's id (the command follows the images itself)."""
         data, filename = _read(source, filename)
         if not data:
-            raise ImageshelfError("empty_file", f"{filename} is empty: there is nothing to upload.")
+            raise ImageshelfError(
+                "empty_file", f"{filename or 'The file'} is empty: there is nothing to upload."
+            )
         content_type = content_type or sniff_content_type(data, filename)
         if filename is None:
             filename = "upload" + _EXTENSIONS.get(content_type, "")

@@ -89,7 +89,8 @@ def gps_photo() -> tuple[bytes, list[bytes]]:
     xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description photoshop:City="SecretVille"/></x:xmpmeta>'
     data = save(quadrants((800, 600)), "JPEG", exif=exif.tobytes(), xmp=xmp, comment=b"secret comment",
                 icc_profile=srgb, quality=90)  # fmt: skip
-    return data, [b"Exif", b"SecretCam", b"SecretFirmware", b"SERIAL-98765", b"SecretVille", b"secret comment",
+    return data, [b"Exif", b"SecretCam", b"SecretFirmware", b"SERIAL-98765", b"SecretVille",
+                  b"secret comment",
                   b"xmpmeta", b"http://ns.adobe.com/xap"]  # fmt: skip
 
 

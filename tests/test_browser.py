@@ -428,7 +428,9 @@ def test_lightbox_with_keyboard_navigation_and_focus(desktop: Any, stack: Stack)
     page.keyboard.press("Escape")
     box.wait_for(state="hidden")
     # Focus returns to the tile of the photo last shown.
-    assert page.evaluate("document.activeElement.closest('.card')?.dataset.id") == order[1][0]
+    page.wait_for_function(
+        "id => document.activeElement.closest('.card')?.dataset.id === id", arg=order[1][0]
+    )
 
 
 # --- deletion -----------------------------------------------------------------------------

@@ -63,11 +63,11 @@ def report_counts(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if _counts:
         total = sum(sum(c.values()) for c in _counts.values())
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        lines = [f"[schemathesis] {total} requests over {len(_counts)} operations"]
+        lines = [f"[schemathesis] {total} requests over {len(_counts)} operations, by status:"]
         lines += [f"  {name}: {dict(sorted(counts.items()))}" for name, counts in sorted(_counts.items())]
-        if reporter:
-            reporter.write_line("\n" + "\n".join(lines))
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print("\n" + "\n".join(lines))
 
 
 def _declared_query(case: schemathesis.Case) -> set[str]:

@@ -178,10 +178,17 @@ def test_get_image_ready_with_renditions(client: Any, aws: Any) -> None:
 def test_get_image_pending_when_only_the_upload_exists(client: Any, aws: Any) -> None:
     grant = json.loads(post_upload(client, filename="a.jpg", content_type="image/jpeg").body)
     assert client.http.get(f"/images/{grant['id']}").status_code == 404  # presigned, not uploaded
-    aws.put_object(Bucket=UPLOAD_BUCKET, Key=grant["fields"]["key"], Body=jpeg())
+    aws.put_object(
+        Bucket=UPLOAD_BUCKET,
+        Key=grant["fields"]["key"],
+        Body=jpeg(),
+        Metadata={"filename": grant["fields"]["x-amz-meta-filename"]},
+    )
     response = client.http.get(f"/images/{grant['id']}")
     assert response.status_code == 200
-    assert json.loads(response.body)["status"] == "pending"
+    image = json.loads(response.body)
+    assert image["status"] == "pending"
+    assert (image["original"]["filename"], image["original"]["bytes"]) == ("a.jpg", len(jpeg()))
 
 
 @pytest.mark.parametrize("image_id", ["nope", "0" * 19, "0" * 21, "ZZZZZZZZZZZZZZZZZZZZ", "..%2F..%2Fetc"])
@@ -295,7 +302,9 @@ def test_json_answers_carry_nosniff(client: Any) -> None:
     assert client.http.get("/ping").headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_an_unexpected_crash_is_a_json_500_without_a_traceback(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unexpected_crash_is_a_json_500_without_a_traceback(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from chalicelib import images
 
     def boom(*args: Any, **kwargs: Any) -> None:
@@ -307,3 +316,20 @@ def test_an_unexpected_crash_is_a_json_500_without_a_traceback(client: Any, monk
     error = error_of(response)
     assert error["code"] == "internal_error"
     assert "secret" not in response.body.decode() and "Traceback" not in response.body.decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "location"), [("/api", "/api/"), ("/api/", None), ("/", None), (None, None)]
+)
+def test_the_gallery_root_gets_its_trailing_slash_under_a_stage_prefix(
+    path: str | None, location: str | None
+) -> None:
+    from types import SimpleNamespace
+
+    from chalicelib import http
+
+    redirect = http.slash_redirect(SimpleNamespace(context={"path": path} if path else {}))
+    if location is None:
+        assert redirect is None
+    else:
+        assert redirect.status_code == 301 and redirect.headers["Location"] == location

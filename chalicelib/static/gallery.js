@@ -595,8 +595,16 @@
     if (ids[index] && ids[index] !== current) show(ids[index]);
   }
 
+  // Every way out (Escape, Close, a click beside the photo, its deletion elsewhere) comes here, so focus
+  // goes back at once to the tile of the photo last shown, not the one the dialog was opened from.
   function closeLightbox() {
-    if (lightbox.open) lightbox.close();
+    if (!lightbox.open) return;
+    const entry = entries.get(current) || entries.get(openerId);
+    lightbox.close();
+    $("lightbox-image").removeAttribute("src");
+    current = null;
+    const target = entry && entry.card.isConnected && entry.card.querySelector("a.tile");
+    (target || grid).focus();
   }
 
   function setupLightbox() {
@@ -627,13 +635,10 @@
     lightbox.addEventListener("click", (event) => {
       if (event.target === lightbox || event.target.classList.contains("lightbox-stage")) closeLightbox();
     });
-    // Escape closes a modal <dialog> natively; either way, focus returns to the photo's tile.
-    lightbox.addEventListener("close", () => {
-      $("lightbox-image").removeAttribute("src");
-      const entry = entries.get(current) || entries.get(openerId);
-      const target = entry && entry.card.querySelector("a.tile");
-      (target || grid).focus();
-      current = null;
+    // Escape would close the modal <dialog> natively; closing it ourselves also places focus.
+    lightbox.addEventListener("cancel", (event) => {
+      event.preventDefault();
+      closeLightbox();
     });
     $("lightbox-delete").addEventListener("click", (event) => {
       confirmThen(event.currentTarget, "Delete", "Really delete?", async () => {
