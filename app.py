@@ -8,7 +8,7 @@ import logging
 
 from chalice import Chalice
 
-from chalicelib import gallery, http, images, processing, storage, uploads
+from chalicelib import gallery, http, images, openapi, processing, storage, uploads
 from chalicelib.config import get_settings, upload_bucket_name
 
 app = Chalice(app_name="imageshelf")
@@ -19,6 +19,11 @@ app.log.setLevel(logging.INFO)  # one JSON line per processed upload
 @app.route("/ping")
 def ping():
     return {"message": "pong"}
+
+
+@app.route("/openapi.json")
+def openapi_json():
+    return openapi.document(get_settings())
 
 
 @app.route("/uploads", methods=["POST"], content_types=uploads.REQUEST_CONTENT_TYPES)

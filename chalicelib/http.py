@@ -22,7 +22,7 @@ _CHALICE_CODES = {
     "ForbiddenError": "forbidden",
     "NotFoundError": "not_found",
     "MethodNotAllowedError": "method_not_allowed",
-    "UnsupportedMediaType": "invalid_request",
+    "UnsupportedMediaType": "unsupported_media_type",
     "InternalServerError": "internal_error",
 }
 _INTERNAL = (

@@ -64,7 +64,7 @@ def parse_page_args(params: dict[str, str] | None) -> tuple[int, str | None]:
     """``limit`` (1..100, default 24) and ``cursor`` from a query string."""
     params = params or {}
     raw_limit = params.get("limit", str(DEFAULT_LIMIT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise ImageshelfError("invalid_request", f"'limit' must be a whole number from 1 to {MAX_LIMIT}.")
     cursor = params.get("cursor") or None
     if cursor is not None and not storage.is_id(cursor):

@@ -49,6 +49,8 @@ def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
         raise ImageshelfError("invalid_request", "'method' is 'post' (browsers, the default) or 'put'.")
     method = method.lower()
     size = request.get("size")
+    if isinstance(size, float) and size.is_integer():
+        size = int(size)  # 2048.0 is a whole number too (JSON has one number type)
     if size is None and method == "put":
         raise ImageshelfError("invalid_request", "'size' (the file's length in bytes) is required for put.")
     if size is not None:

@@ -129,46 +129,29 @@ def test_deleting_with_the_admin_token_matches_the_document(stack: Stack) -> Non
 
 
 # --- findings, pinned ---------------------------------------------------------------------------
-# Each was found by fuzzing or probing the stack. The xfail ones are server bugs whose fix lies
-# outside this file (see each reason); remove the mark with the fix (strict: an unexpected pass
-# fails, so the mark cannot outlive the bug).
+# Each was found by fuzzing or probing the stack, and is a regression test now that it is fixed.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: '²'.isdigit() is True but int('²') raises; "
-    "fix chalicelib/images.py parse_page_args to accept ASCII digits only",
-)
 @pytest.mark.parametrize("limit", ["²", "١٠"])
 def test_limit_with_non_ascii_digits_is_refused(stack: Stack, limit: str) -> None:
     response = requests.get(f"{stack.url}/images", params={"limit": limit}, timeout=10)
-    assert response.status_code == 400, response.text  # today: 500 for '²', 200 (limit 10) for '١٠'
+    assert response.status_code == 400, response.text  # was: 500 for '²', 200 (limit 10) for '١٠'
     assert response.json()["error"]["code"] == "invalid_request"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: JSON has one number type, so 2048.0 is a valid "
-    "integer to JSON Schema; fix chalicelib/uploads.py parse_request to accept whole floats",
-)
 def test_upload_size_may_be_a_whole_float(stack: Stack) -> None:
     body = {"filename": "a.jpg", "content_type": "image/jpeg", "size": 2048.0, "method": "put"}
     response = requests.post(f"{stack.url}/uploads", json=body, timeout=10)
-    assert response.status_code == 201, response.text  # today: 400 invalid_request
+    assert response.status_code == 201, response.text  # was: 400 invalid_request
     assert response.json()["headers"]["Content-Length"] == "2048"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: Chalice's own 415 is mapped to invalid_request, whose "
-    "status is 400; fix chalicelib/http.py _CHALICE_CODES['UnsupportedMediaType']",
-)
 def test_an_unreadable_request_content_type_is_415_unsupported_media_type(stack: Stack) -> None:
     response = requests.post(
         f"{stack.url}/uploads", data=b"{}", headers={"Content-Type": "application/xml"}, timeout=10
     )
     assert response.status_code == 415
-    assert response.json()["error"]["code"] == "unsupported_media_type"  # today: invalid_request
+    assert response.json()["error"]["code"] == "unsupported_media_type"  # was: invalid_request
 
 
 @pytest.mark.parametrize(
