@@ -1,7 +1,7 @@
 """Edge-case images for tests/test_imaging.py, made with Pillow (plus two ICC profiles fetched once).
 
 Everything is generated in memory and deterministic. The CMYK and Adobe RGB profiles come from
-Debian's ghostscript data (``libgs10-common``): the system copy if installed, else
+Debian's ghostscript data (``libgs-common``): the system copy if installed, else
 ``apt-get download`` into ``.cache/test-icc/``; tests needing them skip only if both fail.
 """
 
@@ -180,7 +180,7 @@ def ghostscript_profile(name: str) -> bytes | None:
     ICC_CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            subprocess.run(["apt-get", "download", "libgs10-common"], cwd=tmp, check=True,
+            subprocess.run(["apt-get", "download", "libgs-common"], cwd=tmp, check=True,
                            capture_output=True, timeout=120)  # fmt: skip
             deb = next(Path(tmp).glob("*.deb"))
             subprocess.run(["dpkg-deb", "-x", str(deb), str(ICC_CACHE)], check=True, timeout=120)

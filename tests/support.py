@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -10,7 +11,17 @@ from PIL import Image
 
 from tools.stack import IMAGES_BUCKET, UPLOAD_BUCKET, Stack, free_port
 
-__all__ = ["IMAGES_BUCKET", "UPLOAD_BUCKET", "Stack", "free_port", "jpeg", "png_rgba", "s3_event"]
+__all__ = [
+    "IMAGES_BUCKET",
+    "UPLOAD_BUCKET",
+    "Stack",
+    "free_port",
+    "jpeg",
+    "png_rgba",
+    "post_upload",
+    "process",
+    "s3_event",
+]
 
 
 def jpeg(
@@ -52,3 +63,21 @@ def s3_event(key: str, bucket: str = UPLOAD_BUCKET, event: str = "ObjectCreated:
             }
         ]
     }
+
+
+def post_upload(client: Any, **body: Any) -> Any:
+    """``POST /uploads`` through Chalice's test client."""
+    return client.http.post("/uploads", headers={"Content-Type": "application/json"}, body=json.dumps(body))
+
+
+def process(client: Any, aws: Any, data: bytes, filename: str = "photo.jpg") -> str:
+    """Upload through a presigned grant's key and deliver the S3 event; returns the id."""
+    grant = json.loads(post_upload(client, filename=filename, content_type="image/jpeg").body)
+    aws.put_object(
+        Bucket=UPLOAD_BUCKET,
+        Key=grant["fields"]["key"],
+        Body=data,
+        Metadata={"filename": grant["fields"]["x-amz-meta-filename"]},
+    )
+    client.lambda_.invoke("resize", s3_event(grant["fields"]["key"]))
+    return grant["id"]

@@ -240,7 +240,7 @@ def test_wide_gamut_profiles_are_converted_to_srgb(profile):
     else:
         icc = corpus.ghostscript_profile("a98.icc")
         if icc is None:
-            pytest.skip("Adobe RGB profile (Debian libgs10-common) not installed and not downloadable")
+            pytest.skip("Adobe RGB profile (Debian libgs-common) not installed and not downloadable")
     colour = (40, 170, 60)  # a green that is far more saturated in these spaces than in sRGB
     r = fit(save(Image.new("RGB", (200, 100), colour), "PNG", icc_profile=icc), (100, 100))
     got = decode(r).convert("RGB").getpixel((50, 25))
@@ -273,7 +273,7 @@ def test_cmyk_without_profile(fmt):
 def test_cmyk_with_profile_uses_the_profile():
     icc = corpus.ghostscript_profile("default_cmyk.icc")
     if icc is None:
-        pytest.skip("CMYK profile (Debian libgs10-common) not installed and not downloadable")
+        pytest.skip("CMYK profile (Debian libgs-common) not installed and not downloadable")
     colour = (0, 255, 255, 0)  # press red: duller than sRGB red
     r = fit(save(Image.new("CMYK", (64, 64), colour), "JPEG", icc_profile=icc, quality=98), (32, 32))
     got = decode(r).convert("RGB").getpixel((16, 16))

@@ -18,7 +18,7 @@ from referencing.jsonschema import DRAFT202012
 
 from chalicelib import errors, openapi, storage
 from chalicelib.config import UPLOAD_CONTENT_TYPES, Settings
-from tests.support import UPLOAD_BUCKET, jpeg, s3_event
+from tests.support import UPLOAD_BUCKET, jpeg, post_upload, process
 
 DOC = openapi.from_yaml()
 BASE = "urn:imageshelf:openapi"
@@ -137,22 +137,6 @@ def test_ids_and_content_types_match_the_apps_rules() -> None:
 
 
 # --- what the app answers ------------------------------------------------------------------
-
-
-def post_upload(client: Any, **body: Any) -> Any:
-    return client.http.post("/uploads", headers=JSON, body=json.dumps(body))
-
-
-def process(client: Any, aws: Any, data: bytes, filename: str = "photo.jpg") -> str:
-    grant = json.loads(post_upload(client, filename=filename, content_type="image/jpeg").body)
-    aws.put_object(
-        Bucket=UPLOAD_BUCKET,
-        Key=grant["fields"]["key"],
-        Body=data,
-        Metadata={"filename": grant["fields"]["x-amz-meta-filename"]},
-    )
-    client.lambda_.invoke("resize", s3_event(grant["fields"]["key"]))
-    return grant["id"]
 
 
 def test_ping_matches(client: Any) -> None:

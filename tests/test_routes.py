@@ -11,13 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from chalicelib import storage
-from tests.support import UPLOAD_BUCKET, jpeg, s3_event
+from tests.support import UPLOAD_BUCKET, jpeg, post_upload, process
 
 JSON = {"Content-Type": "application/json"}
-
-
-def post_upload(client: Any, **body: Any) -> Any:
-    return client.http.post("/uploads", headers=JSON, body=json.dumps(body))
 
 
 def error_of(response: Any) -> dict[str, str]:
@@ -137,19 +133,6 @@ def test_wrong_method_uses_the_error_contract(client: Any) -> None:
     response = client.http.put("/uploads", headers=JSON, body="{}")
     assert response.status_code == 405
     assert error_of(response)["code"] == "method_not_allowed"
-
-
-def process(client: Any, aws: Any, data: bytes, filename: str = "photo.jpg") -> str:
-    """Upload through a presigned grant's key and deliver the S3 event; returns the id."""
-    grant = json.loads(post_upload(client, filename=filename, content_type="image/jpeg").body)
-    aws.put_object(
-        Bucket=UPLOAD_BUCKET,
-        Key=grant["fields"]["key"],
-        Body=data,
-        Metadata={"filename": grant["fields"]["x-amz-meta-filename"]},
-    )
-    client.lambda_.invoke("resize", s3_event(grant["fields"]["key"]))
-    return grant["id"]
 
 
 def test_get_image_ready_with_renditions(client: Any, aws: Any) -> None:
