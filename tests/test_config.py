@@ -1,0 +1,90 @@
+"""Settings: defaults, parsing and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.config import ConfigError, Settings, get_settings, parse_renditions
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "UPLOAD_BUCKET",
+        "IMAGES_BUCKET",
+        "MAX_UPLOAD_BYTES",
+        "RENDITIONS",
+        "ADMIN_TOKEN",
+        "DELETE_ORIGINALS",
+        "ALLOWED_ORIGINS",
+        "MAX_PIXELS",
+        "PENDING_TIMEOUT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_are_the_local_stage() -> None:
+    settings = get_settings()
+    assert settings == Settings()
+    assert settings.upload_bucket == "imageshelf-local-uploads"
+    assert settings.max_upload_bytes == 20 * 1024 * 1024
+    assert settings.renditions == (("thumb", (400, 400)), ("large", (1600, 1600)))
+    assert not settings.deletion_enabled
+
+
+def test_environment_overrides_are_read_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_UPLOAD_BYTES", "1_000")
+    monkeypatch.setenv("DELETE_ORIGINALS", "Yes")
+    monkeypatch.setenv("ADMIN_TOKEN", "t")
+    monkeypatch.setenv("ALLOWED_ORIGINS", "https://shelf.example.com/, http://localhost:3000")
+    settings = get_settings()
+    assert settings.max_upload_bytes == 1000
+    assert settings.delete_originals and settings.deletion_enabled
+    assert settings.allowed_origins == ("https://shelf.example.com", "http://localhost:3000")
+    monkeypatch.delenv("MAX_UPLOAD_BYTES")
+    assert get_settings().max_upload_bytes == 20 * 1024 * 1024
+
+
+def test_parse_renditions() -> None:
+    assert parse_renditions("thumb:400x400, large:1600x1600") == (
+        ("thumb", (400, 400)),
+        ("large", (1600, 1600)),
+    )
+    assert parse_renditions("sq:64x64") == (("sq", (64, 64)),)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        "thumb",
+        "thumb:400",
+        "thumb:0x10",
+        "thumb:axb",
+        "a:1x1,a:2x2",
+        "Thumb:1x1",
+        "t:²x400",
+        "t:400x400,",
+    ],
+)
+def test_bad_renditions_are_refused_with_the_variable_named(spec: str) -> None:
+    with pytest.raises(ConfigError, match="RENDITIONS"):
+        parse_renditions(spec)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_UPLOAD_BYTES", "lots"),
+        ("MAX_UPLOAD_BYTES", "0"),
+        ("MAX_PIXELS", "-5"),
+        ("DELETE_ORIGINALS", "maybe"),
+        ("UPLOAD_BUCKET", "Bad_Bucket"),
+        ("ALLOWED_ORIGINS", "example.com"),
+        ("PENDING_TIMEOUT", "1"),
+    ],
+)
+def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        get_settings()
