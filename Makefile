@@ -21,6 +21,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# Fetches 76 real wallpapers (pinned Debian packages) and compares this pipeline with pyvips,
+# plain Pillow and Wand/ImageMagick, one image per fresh process; draws docs/bench.png.
+bench: $(STAMP)
+	bash bench/run.sh $(BENCH_ARGS)
+
 # 8 clients upload 200 real photos through presigned POSTs to a fresh local stack (not part of `make test`).
 load: $(STAMP)
 	$(PY) -m tools.loadtest $(if $(URL),--url $(URL))
