@@ -15,9 +15,11 @@ import itertools
 import os
 import re
 import struct
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -827,23 +829,43 @@ def _encode_still(im: Image.Image) -> tuple[bytes, str, str]:
 # Entry points
 
 
-def render(data: bytes, boxes: Sequence[tuple[int, int]], limits: Limits = Limits()
-           ) -> tuple[SourceInfo, list[Rendition]]:  # fmt: skip
+class _Clock:
+    """Adds the milliseconds spent in each ``with clock("stage"):`` block to a dict."""
+
+    def __init__(self, into: dict[str, float] | None) -> None:
+        self.into = into if into is not None else {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = (time.perf_counter() - start) * 1000
+            self.into[stage] = round(self.into.get(stage, 0.0) + spent, 1)
+
+
+def render(data: bytes, boxes: Sequence[tuple[int, int]], limits: Limits = Limits(),
+           timings: dict[str, float] | None = None) -> tuple[SourceInfo, list[Rendition]]:  # fmt: skip
     """Decode ``data`` once and return one rendition per box, in the order of ``boxes``.
 
     Each rendition fits its box keeping aspect ratio and is never enlarged; EXIF orientation is
     applied, colours converted to sRGB, all metadata dropped. Opaque images become progressive
     JPEG, transparent ones PNG or lossless WebP (the smaller), animated GIF/WebP/APNG animated WebP.
-    Every refusal is an ImageshelfError with a stable code.
+    Every refusal is an ImageshelfError with a stable code. ``timings``, if given, receives the
+    milliseconds spent to ``decode``, ``resize`` and ``encode`` (an animation's frames are decoded
+    and fed to the encoder while they are resized, so that time counts as ``resize``).
     """
     if not boxes:
         raise ValueError("render() needs at least one box")
-    opened = _open(data, limits)
+    clock = _Clock(timings)
+    with clock("decode"):
+        opened = _open(data, limits)
     im, info = opened.im, opened.info
     try:
         if info.frames > 1 and info.format in ANIMATABLE and (getattr(im, "is_animated", False)):
-            return info, _render_animation(opened, boxes)
-        return _render_still(opened, data, boxes)
+            return info, _render_animation(opened, boxes, clock)
+        return _render_still(opened, data, boxes, clock)
     except ImageshelfError:
         raise
     except (MemoryError, Image.DecompressionBombError) as exc:
@@ -854,7 +876,7 @@ def render(data: bytes, boxes: Sequence[tuple[int, int]], limits: Limits = Limit
         im.close()
 
 
-def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]]
+def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]], clock: _Clock
                   ) -> tuple[SourceInfo, list[Rendition]]:  # fmt: skip
     im, info, orient = opened.im, opened.info, opened.orientation
     sizes = [fit_size(info.width, info.height, box) for box in boxes]
@@ -879,7 +901,7 @@ def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]]
             box = drafted[1]
             im = _dc_only(im, data, want) or im
     if src is None:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), clock("decode"):
             warnings.simplefilter("ignore")
             src = _load(im, data, info.format, want)
     icc = src.info.get("icc_profile")
@@ -890,7 +912,8 @@ def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]]
             sizes = [fit_size(info.width, info.height, b) for b in boxes]
             stored = [(h, w) for w, h in sizes]
     working = _working_mode(src)
-    shrunk = [_shrink(src, stored_size, box, working) for stored_size in stored]
+    with clock("resize"):
+        shrunk = [_shrink(src, stored_size, box, working) for stored_size in stored]
     # Free the full-size pixels before the Lanczos passes and the encoders need memory (a reduced
     # image that *is* the source keeps it alive; then the source is small anyway).
     big = src.width * src.height > 8_000_000
@@ -902,10 +925,12 @@ def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]]
         _release_memory()
     out = []
     for size, stored_size, (reduced, rbox) in zip(sizes, stored, shrunk, strict=True):
-        small = _to_srgb(_finish(reduced, stored_size, rbox), icc)
-        if orient in _TRANSPOSE:
-            small = small.transpose(_TRANSPOSE[orient])
-        payload, ctype, ext = _encode(_encode_still, small)
+        with clock("resize"):
+            small = _to_srgb(_finish(reduced, stored_size, rbox), icc)
+            if orient in _TRANSPOSE:
+                small = small.transpose(_TRANSPOSE[orient])
+        with clock("encode"):
+            payload, ctype, ext = _encode(_encode_still, small)
         out.append(Rendition(payload, size[0], size[1], ctype, ext, animated=False, frames=1))
     return info, out
 
@@ -923,7 +948,7 @@ def _iter_frames(im: ImageFile.ImageFile) -> Iterator[tuple[Image.Image, int]]:
         yield im, int(im.info.get("duration") or 0)
 
 
-def _render_animation(opened: _Opened, boxes: Sequence[tuple[int, int]]) -> list[Rendition]:
+def _render_animation(opened: _Opened, boxes: Sequence[tuple[int, int]], clock: _Clock) -> list[Rendition]:
     """Every frame resized for every box in one pass, streamed into one WebP encoder per box."""
     from PIL import _webp  # Pillow's animation encoder: frames go in one at a time, no frame lists
 
@@ -933,7 +958,7 @@ def _render_animation(opened: _Opened, boxes: Sequence[tuple[int, int]]) -> list
     loop = 1 if loop is None else int(loop)  # GIF without a NETSCAPE block plays once
     encoders = [_webp.WebPAnimEncoder(s, 0, loop, False, 3, 5, False, False) for s in sizes]
     timestamp, count = 0, 0
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), clock("resize"):
         warnings.simplefilter("ignore")
         for frame, duration in _iter_frames(im):
             icc = frame.info.get("icc_profile")
@@ -951,8 +976,9 @@ def _render_animation(opened: _Opened, boxes: Sequence[tuple[int, int]]) -> list
             count += 1
     out = []
     for enc, size in zip(encoders, sizes, strict=True):
-        enc.add(None, timestamp, False, WEBP_QUALITY, 100, 0)
-        payload = enc.assemble(b"", b"", b"")
+        with clock("encode"):
+            enc.add(None, timestamp, False, WEBP_QUALITY, 100, 0)
+            payload = enc.assemble(b"", b"", b"")
         out.append(Rendition(payload, *size, "image/webp", "webp", animated=count > 1, frames=count))
     return out
 

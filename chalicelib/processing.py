@@ -128,8 +128,10 @@ def _render(
         raise too_large(upload.size, settings.max_upload_bytes)
     with _Timer(outcome, "read"):
         data = storage.read_upload(upload, settings)
-    with _Timer(outcome, "decode_resize_encode"):
-        info, renditions = imaging.render(data, [box for _, box in settings.renditions], limits)
+    # Fills durations_ms with decode, resize and encode, even when the image is refused.
+    info, renditions = imaging.render(
+        data, [box for _, box in settings.renditions], limits, timings=outcome.durations_ms
+    )
     del data
     with _Timer(outcome, "write"):
         for (name, _), rendition in zip(settings.renditions, renditions, strict=True):

@@ -602,3 +602,14 @@ def test_imaging_has_no_aws_imports():
     source = (corpus.ROOT / "chalicelib" / "imaging.py").read_text()
     for name in ("boto3", "botocore", "chalice"):
         assert f"import {name}" not in source and f"from {name}" not in source
+
+
+def test_render_reports_where_the_time_goes():
+    timings: dict[str, float] = {}
+    render(save(corpus.quadrants((2000, 1000)), "JPEG"), [(400, 400), (1600, 1600)], timings=timings)
+    assert set(timings) == {"decode", "resize", "encode"}
+    assert all(ms > 0 for ms in timings.values())
+    refused: dict[str, float] = {}
+    with pytest.raises(ImageshelfError):
+        render(b"not an image at all", [(400, 400)], timings=refused)
+    assert set(refused) == {"decode"}
