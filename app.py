@@ -4,7 +4,6 @@ Each route parses its input, calls into ``chalicelib`` and answers; the work is 
 """
 
 import json
-import logging
 
 from chalice import Chalice
 
@@ -13,7 +12,7 @@ from chalicelib.config import get_settings, upload_bucket_name
 
 app = Chalice(app_name="imageshelf")
 app.register_middleware(http.middleware, "http")
-app.log.setLevel(logging.INFO)  # one JSON line per processed upload
+processing.log_json_lines(app.log)
 
 
 @app.route("/ping")
@@ -70,5 +69,6 @@ def static_asset(name):
 
 @app.on_s3_event(bucket=upload_bucket_name(), events=["s3:ObjectCreated:*"], prefix=storage.UPLOAD_PREFIX)
 def resize(event):
-    outcome = processing.process_upload(event.bucket, event.key, get_settings())
+    request_id = getattr(event.context, "aws_request_id", None)
+    outcome = processing.process_upload(event.bucket, event.key, get_settings(), request_id)
     app.log.info(json.dumps(outcome.as_log(), ensure_ascii=False))

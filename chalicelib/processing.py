@@ -37,6 +37,7 @@ class Outcome:
     """What one invocation did: logged as one JSON line per event."""
 
     key: str
+    request_id: str | None = None  # the Lambda invocation's
     outcome: str = "ignored"  # ready | failed | duplicate | ignored
     image_id: str | None = None
     error_code: str | None = None
@@ -62,9 +63,17 @@ class _Timer:
         self.outcome.durations_ms[self.name] = round(elapsed, 1)
 
 
-def process_upload(bucket: str, key: str, settings: Settings) -> Outcome:
+def log_json_lines(logger: logging.Logger) -> None:
+    """Log at INFO with the bare message: each Outcome line is then a JSON event whose fields
+    CloudWatch Logs Insights reads (``filter outcome = "failed" | stats count() by error_code``)."""
+    logger.setLevel(logging.INFO)
+    for handler in logger.handlers:
+        handler.setFormatter(logging.Formatter("%(message)s"))
+
+
+def process_upload(bucket: str, key: str, settings: Settings, request_id: str | None = None) -> Outcome:
     """Make the renditions of the object ``key`` in ``bucket`` (an S3 event's object)."""
-    outcome = Outcome(key=key)
+    outcome = Outcome(key=key, request_id=request_id)
     if bucket != settings.upload_bucket or not storage.is_upload_key(key):
         outcome.error_message = (
             f"not an upload: s3://{bucket}/{key} is outside s3://{settings.upload_bucket}/uploads/"

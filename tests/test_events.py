@@ -232,13 +232,18 @@ def test_racing_deliveries_leave_one_set_of_renditions(client: Any, aws: Any) ->
 
 
 def test_each_invocation_logs_one_json_line(client: Any, aws: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from app import app
+
     aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/log.jpg", Body=jpeg())
     with caplog.at_level("INFO", logger="imageshelf"):
         client.lambda_.invoke("resize", s3_event("uploads/log.jpg"))
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imageshelf"]
-    assert len(lines) == 1
-    line = lines[0]
+    records = [r for r in caplog.records if r.name == "imageshelf"]
+    assert len(records) == 1
+    # what the function writes to its log stream is the bare JSON, which Logs Insights reads as fields
+    assert app.log.handlers
+    line = json.loads(app.log.handlers[0].format(records[0]))
     assert line["outcome"] == "ready" and storage.is_id(line["image_id"]) and line["key"] == "uploads/log.jpg"
+    assert line["request_id"]
     assert line["bytes_in"] == len(jpeg()) and line["bytes_out"] > 0
     assert {"head", "read", "decode", "resize", "encode", "write", "record"} <= set(line["durations_ms"])
     assert line["peak_rss_mb"] > 0
