@@ -165,3 +165,38 @@ def test_make_run_reloads_on_code_edits_and_keeps_the_images(tmp_path: Path) -> 
         assert listed(stack)[image_id]["status"] == "ready"
     finally:
         stack.stop()
+
+
+def test_chalice_local_against_the_embedded_s3_serves_the_same_app(stack: Stack) -> None:
+    """`chalice local --stage local` with AWS_ENDPOINT_URL pointing at the embedded S3."""
+    import os
+    import subprocess
+    import sys
+
+    from tools.stack import ROOT, free_port
+
+    image_id = stack.upload(jpeg(320, 240), "seen by chalice local.jpg")
+    assert stack.wait(image_id)["status"] == "ready"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL=stack.s3_url, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x",
+               AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+    chalice = Path(sys.executable).with_name("chalice")
+    server = subprocess.Popen([str(chalice), "local", "--stage", "local", "--port", str(port), "--no-autoreload"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                images = requests.get(f"http://127.0.0.1:{port}/images?limit=100", timeout=2).json()["images"]
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("chalice local did not start")
+        mine = next(i for i in images if i["id"] == image_id)
+        assert mine["status"] == "ready" and mine["original"]["filename"] == "seen by chalice local.jpg"
+        assert fetch_image(mine["renditions"][0]["url"]).size == (320, 240)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
