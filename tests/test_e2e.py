@@ -179,11 +179,23 @@ def test_chalice_local_against_the_embedded_s3_serves_the_same_app(stack: Stack)
     assert stack.wait(image_id)["status"] == "ready"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ENDPOINT_URL=stack.s3_url, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x",
-               AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
-    chalice = Path(sys.executable).with_name("chalice")
-    server = subprocess.Popen([str(chalice), "local", "--stage", "local", "--port", str(port), "--no-autoreload"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    env.update(
+        AWS_ENDPOINT_URL=stack.s3_url,
+        AWS_ACCESS_KEY_ID="x",
+        AWS_SECRET_ACCESS_KEY="x",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    command = [
+        str(Path(sys.executable).with_name("chalice")),
+        "local",
+        "--stage",
+        "local",
+        "--port",
+        str(port),
+    ]
+    server = subprocess.Popen(
+        [*command, "--no-autoreload"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
