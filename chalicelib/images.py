@@ -38,6 +38,7 @@ def to_json(record: storage.Record, settings: Settings, now: datetime | None = N
             "width": record.width,
             "height": record.height,
             "format": record.format,
+            "frames": record.frames,
         },
         "renditions": [
             {
@@ -47,6 +48,8 @@ def to_json(record: storage.Record, settings: Settings, now: datetime | None = N
                 "height": r.height,
                 "content_type": r.content_type,
                 "bytes": r.bytes,
+                # an animation's renditions are animated too; otherwise they show the first frame
+                "frames": record.frames if record.animated and record.frames else 1,
             }
             for r in record.renditions
         ],

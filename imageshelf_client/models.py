@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ class Original:
     width: int | None
     height: int | None
     format: str | None
+    frames: int | None = None  # more than 1 for animations and multi-page files
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Rendition:
     height: int
     content_type: str
     bytes: int
+    frames: int = 1  # 1 for a still; an animated rendition has the original's frames
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,8 @@ class Image:
             id=data["id"],
             status=data["status"],
             created_at=datetime.fromisoformat(data["created_at"].replace("Z", "+00:00")),
-            original=Original(**data["original"]),
-            renditions=tuple(Rendition(**r) for r in data.get("renditions", [])),
+            original=_known(Original, data["original"]),
+            renditions=tuple(_known(Rendition, r) for r in data.get("renditions", [])),
             error=ErrorInfo(error["code"], error["message"]) if error else None,
             raw=data,
         )
@@ -102,3 +104,9 @@ class Page:
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+def _known[T](cls: type[T], data: dict[str, Any]) -> T:
+    """Build ``cls`` from the fields it knows: a newer server may send more."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in names})

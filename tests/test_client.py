@@ -371,3 +371,20 @@ def test_list_pages_and_delete(live: Client, stack: Stack) -> None:
     live.delete(ids[0])
     with pytest.raises(ImageshelfError, match="not_found"):
         live.get(ids[0])
+
+
+def test_fields_a_newer_server_adds_are_ignored() -> None:
+    from imageshelf_client.models import Image
+
+    data = {
+        "id": "ybqvqv0176g13t2gkef2",
+        "status": "ready",
+        "created_at": "2026-11-23T13:04:59.864Z",
+        "original": {"filename": "a.gif", "content_type": "image/gif", "bytes": 9, "width": 2, "height": 2,
+                     "format": "GIF", "frames": 3, "camera": "new field"},
+        "renditions": [{"name": "thumb", "url": "http://x/t.webp", "width": 2, "height": 2,
+                        "content_type": "image/webp", "bytes": 5, "frames": 3, "dpr": 2}],
+        "future": True,
+    }  # fmt: skip
+    image = Image.from_json(data)
+    assert image.original.frames == 3 and image.renditions[0].frames == 3

@@ -298,3 +298,27 @@ def test_permanent_s3_failure_is_recorded_as_internal_error(client: Any, aws: An
         "message": "Processing failed (S3 error AccessDenied); the original is kept.",
     }
     assert "uploads/denied.jpg" in keys(aws, UPLOAD_BUCKET)
+
+
+def _frames(kind: str, count: int) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    frames = [Image.new("RGB", (120, 80), (40 * n % 256, 200, 90)) for n in range(count)]
+    buffer = BytesIO()
+    frames[0].save(buffer, kind, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("kind", "frames", "animated"), [("GIF", 4, True), ("TIFF", 3, False)])
+def test_frames_are_reported_for_animations_and_multi_page_files(
+    client: Any, aws: Any, kind: str, frames: int, animated: bool
+) -> None:
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key=f"uploads/many.{kind.lower()}", Body=_frames(kind, frames))
+    client.lambda_.invoke("resize", s3_event(f"uploads/many.{kind.lower()}"))
+    image = only_image(client)
+    assert image["status"] == "ready"
+    assert image["original"]["frames"] == frames
+    # animated renditions carry every frame; a multi-page TIFF's show its first page
+    assert {r["frames"] for r in image["renditions"]} == {frames if animated else 1}

@@ -148,6 +148,7 @@ def test_get_image_ready_with_renditions(client: Any, aws: Any) -> None:
         "width": 1200,
         "height": 800,
         "format": "JPEG",
+        "frames": 1,
     }
     names = {r["name"]: r for r in image["renditions"]}
     assert (names["thumb"]["width"], names["thumb"]["height"]) == (400, 267)
