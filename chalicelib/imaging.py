@@ -219,8 +219,9 @@ def _gif_frames(data: bytes, cap: int) -> int:
             n += 1
         elif block == 0x21:  # extension: label, then sub-blocks
             pos += 2
-        else:
-            break
+        else:  # Pillow skips a stray byte and reads on, so counting must too
+            pos += 1
+            continue
         while pos < size and data[pos]:  # skip sub-blocks
             pos += data[pos] + 1
         pos += 1
@@ -935,9 +936,13 @@ def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]]
     return info, out
 
 
-def _iter_frames(im: ImageFile.ImageFile) -> Iterator[tuple[Image.Image, int]]:
-    """Composited frames with durations; a damaged later frame ends the animation early."""
-    for index in range(im.n_frames):  # type: ignore[attr-defined]
+def _iter_frames(im: ImageFile.ImageFile, checked: int) -> Iterator[tuple[Image.Image, int]]:
+    """Composited frames with durations; a damaged later frame ends the animation early.
+
+    Never more than the ``checked`` frames that the limits were checked against, whatever
+    the decoder counts.
+    """
+    for index in range(min(checked, im.n_frames)):  # type: ignore[attr-defined]
         try:
             im.seek(index)
             im.load()
@@ -960,7 +965,7 @@ def _render_animation(opened: _Opened, boxes: Sequence[tuple[int, int]], clock: 
     timestamp, count = 0, 0
     with warnings.catch_warnings(), clock("resize"):
         warnings.simplefilter("ignore")
-        for frame, duration in _iter_frames(im):
+        for frame, duration in _iter_frames(im, info.frames):
             icc = frame.info.get("icc_profile")
             # GIF frames after the first are RGB(A) already; a "transparency" left in info is a
             # palette index that no longer applies, so decide from the mode alone.

@@ -613,3 +613,23 @@ def test_render_reports_where_the_time_goes():
     with pytest.raises(ImageshelfError):
         render(b"not an image at all", [(400, 400)], timings=refused)
     assert set(refused) == {"decode"}
+
+
+def _gif_with_stray_byte(frames: int) -> bytes:
+    """A GIF with a stray 0x00 after its second frame: Pillow skips it and decodes on."""
+    images = [Image.new("RGB", (32, 32), (n * 6 % 256, 255 - n * 6 % 256, 40)) for n in range(frames)]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer, "GIF", save_all=True, append_images=images[1:], duration=50, loop=0, optimize=False
+    )
+    data = buffer.getvalue()
+    second = data.index(b"\x2c", data.index(b"\x2c") + 1)  # the second image descriptor
+    third = data.index(b"\x21\xf9", second)  # the graphic control extension before frame 3
+    return data[:third] + b"\x00" + data[third:]
+
+
+def test_stray_bytes_cannot_hide_gif_frames_from_the_limits():
+    evil = _gif_with_stray_byte(40)
+    assert Image.open(io.BytesIO(evil)).n_frames == 40  # what the decoder would do
+    assert inspect(evil).frames == 40
+    assert refusal(evil, Limits(max_frames=10)).code == "too_many_frames"
