@@ -3,8 +3,6 @@
 Each route parses its input, calls into ``chalicelib`` and answers; the work is there.
 """
 
-import json
-
 from chalice import Chalice
 
 from chalicelib import gallery, http, images, openapi, processing, storage, uploads
@@ -70,5 +68,4 @@ def static_asset(name):
 @app.on_s3_event(bucket=upload_bucket_name(), events=["s3:ObjectCreated:*"], prefix=storage.UPLOAD_PREFIX)
 def resize(event):
     request_id = getattr(event.context, "aws_request_id", None)
-    outcome = processing.process_upload(event.bucket, event.key, get_settings(), request_id)
-    app.log.info(json.dumps(outcome.as_log(), ensure_ascii=False))
+    processing.process_upload(event.bucket, event.key, get_settings(), request_id, line_log=app.log)

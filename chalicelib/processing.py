@@ -19,6 +19,7 @@ original is kept.
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import time
@@ -38,14 +39,14 @@ class Outcome:
 
     key: str
     request_id: str | None = None  # the Lambda invocation's
-    outcome: str = "ignored"  # ready | failed | duplicate | ignored
+    outcome: str = "ignored"  # ready | failed | duplicate | superseded | ignored | retry
     image_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
     bytes_in: int = 0
     bytes_out: int = 0
     durations_ms: dict[str, float] = field(default_factory=dict)
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0  # of the process (on Lambda: the warm container) so far
 
     def as_log(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -71,31 +72,56 @@ def log_json_lines(logger: logging.Logger) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
 
 
-def process_upload(bucket: str, key: str, settings: Settings, request_id: str | None = None) -> Outcome:
-    """Make the renditions of the object ``key`` in ``bucket`` (an S3 event's object)."""
+def process_upload(
+    bucket: str,
+    key: str,
+    settings: Settings,
+    request_id: str | None = None,
+    line_log: logging.Logger | None = None,
+) -> Outcome:
+    """Make the renditions of the object ``key`` in ``bucket`` (an S3 event's object).
+
+    Logs one JSON line to ``line_log`` (the app's log) however it ends, raised errors included.
+    """
     outcome = Outcome(key=key, request_id=request_id)
+    try:
+        _process(bucket, key, settings, outcome)
+    except Exception as error:
+        outcome.outcome = "retry"  # raised on: Lambda delivers the event again
+        outcome.error_message = storage.describe(error)
+        raise
+    finally:
+        outcome.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        if line_log is not None:
+            line_log.info(json.dumps(outcome.as_log(), ensure_ascii=False))
+    return outcome
+
+
+def _process(bucket: str, key: str, settings: Settings, outcome: Outcome) -> None:
     if bucket != settings.upload_bucket or not storage.is_upload_key(key):
         outcome.error_message = (
             f"not an upload: s3://{bucket}/{key} is outside s3://{settings.upload_bucket}/uploads/"
         )
-        return outcome
+        return
     if key.endswith("/"):
         outcome.error_message = "a folder marker, not a file"
-        return outcome
+        return
     with _Timer(outcome, "head"):
         upload = storage.head_upload(key, settings)
     if upload is None:
         outcome.error_message = "the object was deleted before it could be processed"
-        return outcome
+        return
     outcome.image_id = image_id = storage.id_for_upload(key, upload)
     outcome.bytes_in = upload.size
+    version = storage.version_tag(upload.etag)
     current = storage.get_record(image_id, settings)
-    if current is not None and current.status != "pending":
+    if current is not None and current.status != "pending" and current.version in (None, version):
         outcome.outcome = "duplicate"
-        return outcome
+        return
     pending = storage.Record(
-        id=image_id, status="pending", filename=upload.filename, bytes=upload.size, source_key=key
-    )
+        id=image_id, status="pending", filename=upload.filename, bytes=upload.size, version=version,
+        source_key=key,
+    )  # fmt: skip
     if current is None:
         storage.put_record(pending, settings)
     try:
@@ -105,6 +131,8 @@ def process_upload(bucket: str, key: str, settings: Settings, request_id: str | 
     except Exception as error:
         if storage.is_transient(error):
             raise  # Lambda retries the event; the pending record stays until it succeeds
+        if _superseded(upload, outcome, settings):
+            return
         log.exception("processing %s failed", key)
         final = replace(
             pending,
@@ -114,13 +142,32 @@ def process_upload(bucket: str, key: str, settings: Settings, request_id: str | 
         )
     with _Timer(outcome, "record"):
         storage.put_record(final, settings)
-        storage.settle_records(image_id, settings)
+        if _superseded(upload, outcome, settings):
+            return
+        storage.settle(image_id, version, settings)
     if final.status == "ready" and settings.delete_originals:
         storage.delete_upload(key, settings)
     outcome.outcome = final.status
     outcome.error_code, outcome.error_message = final.error_code, final.error_message
-    outcome.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return outcome
+
+
+def _superseded(upload: storage.UploadObject, outcome: Outcome, settings: Settings) -> bool:
+    """True if the original was deleted or replaced while this delivery worked on it.
+
+    Deleted (``DELETE /images/{id}`` while it was processing): remove what this delivery wrote,
+    so the image does not come back. Replaced (a second upload to the same key): leave the image
+    to the replacement's own event.
+    """
+    now = storage.head_upload(upload.key, settings)
+    if now is not None and now.etag == upload.etag:
+        return False
+    outcome.outcome = "superseded"
+    if now is None:
+        outcome.error_message = "the original was deleted while it was processed"
+        storage.purge_image(outcome.image_id or "", settings)
+    else:
+        outcome.error_message = "the original was replaced while it was processed; its own event follows"
+    return True
 
 
 def _render(
@@ -144,14 +191,9 @@ def _render(
     del data
     with _Timer(outcome, "write"):
         for (name, _), rendition in zip(settings.renditions, renditions, strict=True):
+            size = (rendition.width, rendition.height)
             storage.put_rendition(
-                pending.id,
-                name,
-                rendition.data,
-                rendition.width,
-                rendition.height,
-                rendition.extension,
-                settings,
+                pending.id, name, rendition.data, size, pending.version or "", rendition.extension, settings
             )
             outcome.bytes_out += len(rendition.data)
     return replace(

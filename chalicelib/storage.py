@@ -9,7 +9,8 @@ Upload bucket::
 
 Images bucket, everything about one image under ``{id}/``::
 
-    {id}/r/{name}.{w}x{h}.{ext}       a rendition; ListObjectsV2 gives its size in bytes
+    {id}/r/{name}.{w}x{h}.{v}.{ext}   a rendition of version {v} of the original (a hash of its
+                                      ETag); ListObjectsV2 gives its size in bytes
     {id}/s/{status}.{fields}          the status record: status and the original's facts in
                                       the key name (base64url JSON), the full record as the body
 
@@ -51,7 +52,7 @@ _MAX_TIME = 32**_TIME_CHARS - 1
 ID_LENGTH = _TIME_CHARS + _RANDOM_CHARS
 ID_RE = re.compile(rf"[{_ALPHABET}]{{{ID_LENGTH}}}")
 
-_RENDITION_KEY = re.compile(r"r/([a-z][a-z0-9_-]*)\.([0-9]+)x([0-9]+)\.([a-z0-9]+)")
+_RENDITION_KEY = re.compile(r"r/([a-z][a-z0-9_-]*)\.([0-9]+)x([0-9]+)\.([0-9a-f]{10})\.([a-z0-9]+)")
 _RECORD_KEY = re.compile(r"s/(pending|ready|failed)\.([A-Za-z0-9_-]*)")
 _MAX_KEY_BYTES = 1024
 _LIST_PAGE = 1000
@@ -120,8 +121,14 @@ def id_for_upload(key: str, head: UploadObject) -> str:
     return new_id(at=head.last_modified.timestamp(), entropy=digest[:8])
 
 
-def rendition_key(image_id: str, name: str, width: int, height: int, extension: str) -> str:
-    return f"{image_id}/r/{name}.{width}x{height}.{extension}"
+def version_tag(etag: str) -> str:
+    """A short tag for one version of an original (its ETag), carried by its renditions' keys,
+    so renditions of an original that was since replaced are never shown with the new one."""
+    return hashlib.sha256(etag.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+
+
+def rendition_key(image_id: str, name: str, width: int, height: int, version: str, extension: str) -> str:
+    return f"{image_id}/r/{name}.{width}x{height}.{version}.{extension}"
 
 
 def _image_prefix(image_id: str) -> str:
@@ -139,6 +146,7 @@ class Rendition:
     height: int
     content_type: str
     bytes: int
+    version: str
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,7 @@ class Record:
     animated: bool | None = None
     error_code: str | None = None
     error_message: str | None = None
+    version: str | None = None  # version_tag of the original these facts describe
     source_key: str | None = None  # kept in the body only (keys may be 1 KiB long)
     renditions: tuple[Rendition, ...] = field(default=(), compare=False)
 
@@ -177,6 +186,7 @@ _KEY_FIELDS = (
     "animated",
     "error_code",
     "error_message",
+    "version",
 )
 
 
@@ -218,10 +228,10 @@ def parse_record_key(image_id: str, rest: str) -> Record | None:
 
 def _parse_rendition_key(key: str, rest: str, size: int) -> Rendition | None:
     match = _RENDITION_KEY.fullmatch(rest)
-    if not match or match.group(4) not in CONTENT_TYPES:
+    if not match or match.group(5) not in CONTENT_TYPES:
         return None
-    name, width, height, ext = match.groups()
-    return Rendition(name, key, int(width), int(height), CONTENT_TYPES[ext], size)
+    name, width, height, version, ext = match.groups()
+    return Rendition(name, key, int(width), int(height), CONTENT_TYPES[ext], size, version)
 
 
 def image_state(image_id: str, objects: Iterable[dict[str, Any]]) -> Record | None:
@@ -244,6 +254,7 @@ def image_state(image_id: str, objects: Iterable[dict[str, Any]]) -> Record | No
     best = max(records, key=lambda r: _RANK[r.status])
     if best.status != "ready":
         return best
+    renditions = [r for r in renditions if best.version in (None, r.version)]
     renditions.sort(key=lambda r: (r.width * r.height, r.name))
     return Record(**{**_fields(best), "renditions": tuple(renditions)})
 
@@ -427,9 +438,15 @@ def delete_upload(key: str, settings: Settings) -> None:
 
 
 def put_rendition(
-    image_id: str, name: str, data: bytes, width: int, height: int, extension: str, settings: Settings
+    image_id: str,
+    name: str,
+    data: bytes,
+    size: tuple[int, int],
+    version: str,
+    extension: str,
+    settings: Settings,
 ) -> str:
-    key = rendition_key(image_id, name, width, height, extension)
+    key = rendition_key(image_id, name, size[0], size[1], version, extension)
     s3().put_object(
         Bucket=settings.images_bucket,
         Key=key,
@@ -476,18 +493,32 @@ def get_record(image_id: str, settings: Settings) -> Record | None:
     return image_state(image_id, image_objects(image_id, settings))
 
 
-def settle_records(image_id: str, settings: Settings) -> None:
-    """Leave exactly one status record: the best (ready, then failed, then pending).
+def settle(image_id: str, version: str, settings: Settings) -> None:
+    """Leave one status record, the best one for this version of the original (ready, then
+    failed, then pending), and only this version's renditions.
 
-    Every delivery calls this after writing its final record, so whichever of several
-    racing deliveries finishes last removes what the others left behind.
+    Every delivery calls this after writing its final record (and checking that its version
+    is still the original's), so whichever of several racing deliveries finishes last removes
+    what the others, or an earlier version of the original, left behind.
     """
-    records = []
+    records, stale = [], []
     for obj in image_objects(image_id, settings):
-        record = parse_record_key(image_id, obj["Key"][ID_LENGTH + 1 :])
-        if record is not None:
+        rest = obj["Key"][ID_LENGTH + 1 :]
+        record = parse_record_key(image_id, rest)
+        rendition = None if record else _parse_rendition_key(obj["Key"], rest, 0)
+        if record is not None and record.version in (None, version):
             records.append((_RANK[record.status], obj["Key"]))
-    _delete_keys(settings.images_bucket, [key for _, key in sorted(records)[:-1]])
+        elif record is not None or (rendition is not None and rendition.version != version):
+            stale.append(obj["Key"])  # another version of the original
+    _delete_keys(settings.images_bucket, stale + [key for _, key in sorted(records)[:-1]])
+
+
+def purge_image(image_id: str, settings: Settings, objects: list[dict[str, Any]] | None = None) -> None:
+    """Delete every rendition and record of an image (records last, so a retry still finds them)."""
+    keys = [o["Key"] for o in (image_objects(image_id, settings) if objects is None else objects)]
+    _delete_keys(
+        settings.images_bucket, [k for k in keys if "/s/" not in k] + [k for k in keys if "/s/" in k]
+    )
 
 
 def _delete_keys(bucket: str, keys: list[str]) -> None:
@@ -550,11 +581,7 @@ def delete_image(image_id: str, settings: Settings) -> bool:
     elif head_upload(upload_key(image_id), settings) is None:
         return False
     s3().delete_object(Bucket=settings.upload_bucket, Key=source)
-    # Records last: until they go, a retried delete can still find the original's key.
-    keys = [o["Key"] for o in objects]
-    _delete_keys(
-        settings.images_bucket, [k for k in keys if "/s/" not in k] + [k for k in keys if "/s/" in k]
-    )
+    purge_image(image_id, settings, objects)
     return True
 
 

@@ -126,7 +126,7 @@ def test_nothing_the_handler_writes_can_trigger_it_again(client: Any, aws: Any) 
     # and by construction: every key layout function yields keys outside uploads/
     image_id = storage.new_id()
     record = storage.Record(id=image_id, status="ready", filename="uploads/x.jpg", bytes=1)
-    for key in (storage.rendition_key(image_id, "thumb", 1, 1, "jpg"), storage.record_key(record)):
+    for key in (storage.rendition_key(image_id, "thumb", 1, 1, "0" * 10, "jpg"), storage.record_key(record)):
         assert not storage.is_upload_key(key)
 
 
@@ -322,3 +322,81 @@ def test_frames_are_reported_for_animations_and_multi_page_files(
     assert image["original"]["frames"] == frames
     # animated renditions carry every frame; a multi-page TIFF's show its first page
     assert {r["frames"] for r in image["renditions"]} == {frames if animated else 1}
+
+
+def _upload_grant(client: Any) -> dict[str, Any]:
+    body = json.dumps({"filename": "v.jpg", "content_type": "image/jpeg"})
+    return json.loads(
+        client.http.post("/uploads", headers={"Content-Type": "application/json"}, body=body).body
+    )
+
+
+def test_a_replaced_original_is_processed_again_and_only_its_renditions_show(client: Any, aws: Any) -> None:
+    key = _upload_grant(client)["fields"]["key"]
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key=key, Body=jpeg(800, 600))
+    client.lambda_.invoke("resize", s3_event(key))
+    assert only_image(client)["original"]["width"] == 800
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key=key, Body=jpeg(600, 900))  # the same presigned key, again
+    client.lambda_.invoke("resize", s3_event(key))
+    image = only_image(client)
+    assert (image["original"]["width"], image["original"]["height"]) == (600, 900)
+    assert {(r["width"], r["height"]) for r in image["renditions"]} == {(267, 400), (600, 900)}
+    assert len(keys(aws, IMAGES_BUCKET)) == 3  # the first version's renditions and record are gone
+
+
+def test_an_image_deleted_while_it_is_processed_does_not_come_back(
+    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ADMIN_TOKEN", "s3cret")
+    grant = _upload_grant(client)
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key=grant["fields"]["key"], Body=jpeg())
+    real_put = storage.put_rendition
+    deleted: list[int] = []
+
+    def delete_meanwhile(*args: Any, **kwargs: Any) -> str:
+        if not deleted:  # an admin deletes the card while it says "Processing…"
+            response = client.http.delete(
+                f"/images/{grant['id']}", headers={"Authorization": "Bearer s3cret"}
+            )
+            deleted.append(response.status_code)
+        return real_put(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "put_rendition", delete_meanwhile)
+    client.lambda_.invoke("resize", s3_event(grant["fields"]["key"]))
+    assert deleted == [204]
+    assert client.http.get(f"/images/{grant['id']}").status_code == 404
+    assert keys(aws, IMAGES_BUCKET) == {}
+
+
+def test_an_original_replaced_while_it_is_processed_is_left_to_its_own_event(
+    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = _upload_grant(client)["fields"]["key"]
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key=key, Body=jpeg(800, 600))
+    real_read = storage.read_upload
+
+    def replace_meanwhile(*args: Any, **kwargs: Any) -> bytes:
+        data = real_read(*args, **kwargs)
+        aws.put_object(Bucket=UPLOAD_BUCKET, Key=key, Body=jpeg(300, 500))
+        return data
+
+    monkeypatch.setattr(storage, "read_upload", replace_meanwhile)
+    client.lambda_.invoke("resize", s3_event(key))  # works on the old bytes, finds them replaced
+    monkeypatch.setattr(storage, "read_upload", real_read)
+    client.lambda_.invoke("resize", s3_event(key))  # the replacement's own event
+    image = only_image(client)
+    assert image["status"] == "ready"
+    assert (image["original"]["width"], image["original"]["height"]) == (300, 500)
+    assert {(r["width"], r["height"]) for r in image["renditions"]} == {(240, 400), (300, 500)}
+
+
+def test_a_retried_invocation_logs_its_line_too(
+    client: Any, aws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/busy.jpg", Body=jpeg())
+    fail_first("GetObject", 100, 503, "SlowDown")
+    with caplog.at_level("INFO", logger="imageshelf"), pytest.raises(ClientError):
+        client.lambda_.invoke("resize", s3_event("uploads/busy.jpg"))
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imageshelf"]
+    assert [line["outcome"] for line in lines] == ["retry"]
+    assert lines[0]["error_message"] == "S3 error SlowDown"
