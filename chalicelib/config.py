@@ -89,7 +89,7 @@ def upload_bucket_name() -> str:
 def _settings_from(values: tuple[str | None, ...]) -> Settings:
     env = {name: value for name, value in zip(_ENV_NAMES, values, strict=True) if value not in (None, "")}
     defaults = Settings()
-    return Settings(
+    settings = Settings(
         stage=env.get("STAGE", defaults.stage),
         upload_bucket=_bucket(env, "UPLOAD_BUCKET", defaults.upload_bucket),
         images_bucket=_bucket(env, "IMAGES_BUCKET", defaults.images_bucket),
@@ -101,12 +101,20 @@ def _settings_from(values: tuple[str | None, ...]) -> Settings:
         download_url_expires=_int(
             env, "DOWNLOAD_URL_EXPIRES", defaults.download_url_expires, 60, 7 * 24 * 3600
         ),
-        public_base_url=env.get("PUBLIC_BASE_URL", "").rstrip("/"),
+        public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
         admin_token=env.get("ADMIN_TOKEN", ""),
         pending_timeout=_int(env, "PENDING_TIMEOUT", defaults.pending_timeout, 10, 7 * 24 * 3600),
         delete_originals=_bool(env, "DELETE_ORIGINALS", defaults.delete_originals),
         allowed_origins=_origins(env, "ALLOWED_ORIGINS", defaults.allowed_origins),
     )
+    # An upload may start at the last second of its URL's life: only then can it be late.
+    if settings.pending_timeout <= settings.upload_url_expires + 60:
+        raise ConfigError(
+            f"PENDING_TIMEOUT: {settings.pending_timeout}s would report uploads as timed out while "
+            f"they may still be arriving; make it more than UPLOAD_URL_EXPIRES + 60 "
+            f"({settings.upload_url_expires + 60}s)"
+        )
+    return settings
 
 
 def parse_renditions(spec: str) -> tuple[tuple[str, tuple[int, int]], ...]:
@@ -124,6 +132,13 @@ def parse_renditions(spec: str) -> tuple[tuple[str, tuple[int, int]], ...]:
             raise ConfigError(f"RENDITIONS: the name {name!r} appears twice")
         result.append((name, (width, height)))
     return tuple(result)
+
+
+def _base_url(env: dict[str, str], name: str) -> str:
+    value = env.get(name, "").rstrip("/")
+    if value and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\s;,]*)?", value):
+        raise ConfigError(f"{name}: {value!r} is not a base URL like https://cdn.example.com")
+    return value
 
 
 def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -64,6 +64,5 @@ class ImageshelfError(Exception):
 
 def too_large(size: int, limit: int) -> ImageshelfError:
     """The ``file_too_large`` error, stating both sizes."""
-    return ImageshelfError(
-        "file_too_large", f"The file is {size / 2**20:.1f} MiB; the limit is {limit / 2**20:.1f} MiB."
-    )
+    shown = f"{size / 2**20:.1f} MiB" if size < 2**60 else "far larger than that"
+    return ImageshelfError("file_too_large", f"The file is {shown}; the limit is {limit / 2**20:.1f} MiB.")

@@ -58,6 +58,7 @@ _MAX_KEY_BYTES = 1024
 _LIST_PAGE = 1000
 
 MAX_FILENAME = 255
+_MAX_FILENAME_METADATA = 1024
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
 
 
@@ -351,7 +352,13 @@ def clean_filename(raw: str) -> str:
     name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
     if name in ("", ".", ".."):
         name = "upload"
-    return name[:MAX_FILENAME]
+    name = name[:MAX_FILENAME]
+    # S3 allows 2 KB of user metadata; percent-encoding makes a CJK character 9 bytes.
+    stem, dot, extension = name.rpartition(".") if len(name.rpartition(".")[2]) <= 10 else (name, "", "")
+    while len(encode_filename(name)) > _MAX_FILENAME_METADATA and len(stem) > 1:
+        stem = stem[: -max(1, len(stem) // 10)]
+        name = f"{stem}{dot}{extension}"
+    return name
 
 
 def encode_filename(filename: str) -> str:

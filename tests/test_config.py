@@ -19,6 +19,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "ALLOWED_ORIGINS",
         "MAX_PIXELS",
         "PENDING_TIMEOUT",
+        "PUBLIC_BASE_URL",
+        "UPLOAD_URL_EXPIRES",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -82,9 +84,17 @@ def test_bad_renditions_are_refused_with_the_variable_named(spec: str) -> None:
         ("UPLOAD_BUCKET", "Bad_Bucket"),
         ("ALLOWED_ORIGINS", "example.com"),
         ("PENDING_TIMEOUT", "1"),
+        ("PENDING_TIMEOUT", "300"),
+        ("PUBLIC_BASE_URL", "cdn.example.com"),
+        ("PUBLIC_BASE_URL", "https://a b"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=name):
         get_settings()
+
+
+def test_a_cdn_base_url_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://d111111abcdef8.cloudfront.net/shelf/")
+    assert get_settings().public_base_url == "https://d111111abcdef8.cloudfront.net/shelf"

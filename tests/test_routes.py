@@ -6,7 +6,7 @@ import base64
 import json
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
@@ -317,3 +317,18 @@ def test_the_gallery_root_gets_its_trailing_slash_under_a_stage_prefix(
         assert redirect is None
     else:
         assert redirect.status_code == 301 and redirect.headers["Location"] == location
+
+
+def test_an_absurd_size_is_413_not_a_crash(client: Any) -> None:
+    response = post_upload(client, filename="a.jpg", content_type="image/jpeg", size=10**400)
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "file_too_large"
+
+
+@pytest.mark.parametrize("filename", ["写真" * 121 + ".jpeg", "😀" * 250 + ".png", "a" * 300])
+def test_long_unicode_filenames_fit_s3_metadata_and_keep_their_extension(client: Any, filename: str) -> None:
+    grant = json.loads(post_upload(client, filename=filename, content_type="image/jpeg").body)
+    encoded = grant["fields"]["x-amz-meta-filename"]
+    assert len(encoded) <= 1024  # S3 allows 2 KB of user metadata per object
+    decoded = unquote(encoded)
+    assert decoded.endswith(filename.rsplit(".", 1)[-1][-10:]) and filename.startswith(decoded[:2])

@@ -132,6 +132,9 @@ class EventPump:
     def __init__(self, sqs: Any, queue_url: str, handler: Any, workers: int) -> None:
         self.sqs, self.queue_url, self.handler = sqs, queue_url, handler
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resize")
+        # Take no more events than there are free workers: the rest stay in the queue, invisible
+        # to nobody, so a backlog never outlives its visibility timeout and gets delivered twice.
+        self.free = threading.Semaphore(workers)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="event-pump", daemon=True)
 
@@ -145,21 +148,33 @@ class EventPump:
 
     def _run(self) -> None:
         while not self.stopping.is_set():
+            if not self.free.acquire(timeout=0.5):
+                continue
             try:
                 messages = self.sqs.receive_message(
                     QueueUrl=self.queue_url,
-                    MaxNumberOfMessages=10,
+                    MaxNumberOfMessages=1,
                     WaitTimeSeconds=1,
                     AttributeNames=["ApproximateReceiveCount"],
                 ).get("Messages", [])
             except Exception:  # the embedded server is shutting down
+                messages = []
                 if not self.stopping.wait(0.5):
                     log.exception("could not read the event queue")
-                continue
-            for message in messages:
-                self.pool.submit(self._deliver, message)
+            if messages:
+                self.pool.submit(self._deliver, messages[0])
+            else:
+                self.free.release()
 
     def _deliver(self, message: dict[str, Any]) -> None:
+        try:
+            self._invoke(message)
+        except Exception:
+            log.exception("could not settle an event with the queue")
+        finally:
+            self.free.release()
+
+    def _invoke(self, message: dict[str, Any]) -> None:
         from chalice.local import LambdaContext
 
         body = json.loads(message["Body"])
