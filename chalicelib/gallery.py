@@ -44,7 +44,6 @@ _TYPE_NAMES = {
     "image/tiff": "TIFF",
     "image/bmp": "BMP",
     "image/avif": "AVIF",
-    "image/heic": "HEIC",
 }
 
 

@@ -25,7 +25,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageCms, ImageFile, features
 
-from .errors import ImageshelfError
+from .errors import ImageshelfError, too_large
 
 # ---------------------------------------------------------------------------------------------
 # Tunables (measured; see docs/imaging.md)
@@ -295,10 +295,7 @@ def _open(data: bytes, limits: Limits) -> _Opened:
     if not data:
         raise _err("empty_file", "The file is empty (0 bytes).")
     if len(data) > limits.max_bytes:
-        raise _err(
-            "file_too_large",
-            f"The file is {len(data) / 2**20:.1f} MiB; the limit is {limits.max_bytes / 2**20:.1f} MiB.",
-        )
+        raise too_large(len(data), limits.max_bytes)
     fmt, refused = _sniff(data)
     if fmt is None:
         refused = refused or _identify_other(data)

@@ -41,7 +41,6 @@ from .config import Settings
 from .errors import too_large
 
 UPLOAD_PREFIX = "uploads/"
-STATUSES = ("pending", "ready", "failed")
 _RANK = {"pending": 0, "failed": 1, "ready": 2}  # when records coexist, the higher one holds
 
 # Crockford's base32 alphabet is in ASCII order, so encoded numbers sort like the numbers.
@@ -319,19 +318,22 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return error.response.get("Error", {}).get("Code") in _TRANSIENT_CODES or status >= 500
+        return _error_code(error) in _TRANSIENT_CODES or status >= 500
     return False
 
 
 def describe(error: BaseException) -> str:
     """A short, safe description of an exception for a failure record (no traceback, no secrets)."""
-    code = getattr(error, "response", {}).get("Error", {}).get("Code")
+    code = _error_code(error)
     return f"S3 error {code}" if code else type(error).__name__
 
 
+def _error_code(error: BaseException) -> str | None:
+    return getattr(error, "response", {}).get("Error", {}).get("Code")
+
+
 def _is_missing(error: Exception) -> bool:
-    code = getattr(error, "response", {}).get("Error", {}).get("Code")
-    return code in ("404", "NoSuchKey", "NotFound")
+    return _error_code(error) in ("404", "NoSuchKey", "NotFound")
 
 
 # --- uploads ---------------------------------------------------------------------------
