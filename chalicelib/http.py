@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from chalice import Response
 
 from .errors import ImageshelfError
-
-log = logging.getLogger("imageshelf")
 
 # Chalice answers some requests itself (unknown method, bad content type, a crash in a
 # view); their codes are mapped onto ours so every error has one shape.

@@ -6,11 +6,14 @@ same state, and nothing is lost:
 
 1. refuse keys outside the watched prefix (the handler can never run on its own output);
 2. HEAD the object: size is checked before any byte is downloaded;
-3. a final record already there means this event was handled: do nothing;
+3. a final record for this version of the original (its ETag) means this event was handled;
 4. write a ``pending`` record (the gallery shows the upload while it is processed);
 5. read, decode and resize, then write every rendition;
-6. write the final ``ready`` (or ``failed``) record last, then drop the pending one,
-   so an image is listed as ready only once all its renditions exist.
+6. write the final ``ready`` (or ``failed``) record last, so an image is listed as ready only
+   once all its renditions exist;
+7. HEAD the original again: deleted meanwhile, remove what was written; replaced meanwhile,
+   leave the image to the replacement's event; otherwise drop every other record and older
+   versions' renditions.
 
 S3 errors that survive the client's retries are raised, so Lambda retries the event;
 problems with the image itself are recorded as ``failed`` with a stable code, and the

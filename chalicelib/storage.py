@@ -31,7 +31,7 @@ import secrets
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -256,11 +256,7 @@ def image_state(image_id: str, objects: Iterable[dict[str, Any]]) -> Record | No
         return best
     renditions = [r for r in renditions if best.version in (None, r.version)]
     renditions.sort(key=lambda r: (r.width * r.height, r.name))
-    return Record(**{**_fields(best), "renditions": tuple(renditions)})
-
-
-def _fields(record: Record) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in Record.__dataclass_fields__}
+    return replace(best, renditions=tuple(renditions))
 
 
 # --- S3 clients ------------------------------------------------------------------------
