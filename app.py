@@ -27,7 +27,7 @@ def openapi_json():
 @http.json_errors
 def create_upload():
     upload = uploads.create(app.current_request.raw_body, get_settings())
-    return http.created(upload, upload["status_url"])
+    return http.created(upload, upload["status_url"], app.current_request)
 
 
 @app.route("/images")

@@ -65,8 +65,24 @@ def middleware(event: Any, get_response: Callable[[Any], Response]) -> Response:
     return response
 
 
-def created(body: dict[str, Any], location: str) -> Response:
-    return Response(body=body, status_code=201, headers={"Location": location})
+def created(body: dict[str, Any], location: str, request: Any) -> Response:
+    """A 201 whose ``Location`` (an app path) is put under the request's base path, so that it
+    resolves to the resource behind API Gateway's stage prefix or a custom domain's base path."""
+    return Response(body=body, status_code=201, headers={"Location": base_path(request) + location})
+
+
+def base_path(request: Any) -> str:
+    """What API Gateway put before the app's route: ``/api`` for a stage, ``""`` locally.
+
+    The request context's ``path`` is the whole path as the client sent it and ``resourcePath``
+    the route it matched; the difference is the prefix. Only literal routes (``/uploads``) can be
+    compared this way, which is all that needs it.
+    """
+    context = getattr(request, "context", None) or {}
+    path, route = context.get("path") or "", context.get("resourcePath") or ""
+    if not route or "{" in route or not path.endswith(route):
+        return ""
+    return path[: len(path) - len(route)].rstrip("/")
 
 
 def no_content() -> Response:

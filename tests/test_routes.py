@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -317,6 +319,53 @@ def test_the_gallery_root_gets_its_trailing_slash_under_a_stage_prefix(
         assert redirect is None
     else:
         assert redirect.status_code == 301 and redirect.headers["Location"] == location
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/uploads", "/images/{id}"),  # chalice local, or API Gateway without a stage in the URL
+        ("/api/uploads", "/api/images/{id}"),  # https://{api}.execute-api.{region}.amazonaws.com/api
+        ("/shelf/v1/uploads", "/shelf/v1/images/{id}"),  # a custom domain's base path
+    ],
+)
+def test_location_resolves_under_api_gateways_base_path(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, path: str, location: str
+) -> None:
+    """Through the Lambda entry point with an API Gateway proxy event, as AWS calls it."""
+    from chalice.local import LambdaContext
+
+    from app import app
+
+    config = json.loads((Path(__file__).parents[1] / ".chalice" / "config.json").read_text())
+    for name, value in {
+        **config.get("environment_variables", {}),
+        **config["stages"]["local"].get("environment_variables", {}),
+    }.items():
+        monkeypatch.setenv(name, value)
+    body = {"filename": "cat.jpg", "content_type": "image/jpeg", "size": 1234}
+    event = {
+        "resource": "/uploads",
+        "path": "/uploads",
+        "httpMethod": "POST",
+        "headers": {"Content-Type": "application/json", "Host": "abc.execute-api.us-east-1.amazonaws.com"},
+        "multiValueHeaders": {},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {"resourcePath": "/uploads", "httpMethod": "POST", "path": path, "stage": "api"},
+        "body": json.dumps(body),
+        "isBase64Encoded": False,
+    }
+    response = app(event, LambdaContext("api_handler", memory_size=512))
+    assert response["statusCode"] == 201, response
+    grant = json.loads(response["body"])
+    assert response["headers"]["Location"] == location.format(id=grant["id"])
+    spec = json.loads((Path(__file__).parents[1] / "chalicelib" / "openapi.json").read_text())
+    header = spec["paths"]["/uploads"]["post"]["responses"]["201"]["headers"]["Location"]
+    assert re.fullmatch(header["schema"]["pattern"], response["headers"]["Location"])
+    assert grant["status_url"] == f"/images/{grant['id']}"  # relative to the API's base URL
 
 
 def test_an_absurd_size_is_413_not_a_crash(client: Any) -> None:
