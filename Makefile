@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STAGE ?= dev
 
-.PHONY: run test lint load bench package deploy provision clean
+.PHONY: run test lint load bench package deploy provision admin-token clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(PY) || "$$(tools/find-python)" -m venv $(VENV)
@@ -41,6 +41,10 @@ provision: $(STAMP)
 # Provision the buckets, then `chalice deploy --stage $(STAGE)` (needs AWS credentials).
 deploy: $(STAMP)
 	$(PY) -m tools.deploy deploy --stage $(STAGE)
+
+# A new random admin token in the stage's SSM parameter: turns deletion on, or rotates the token.
+admin-token: $(STAMP)
+	$(PY) -m tools.deploy admin-token --stage $(STAGE)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

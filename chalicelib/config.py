@@ -38,6 +38,7 @@ _ENV_NAMES = (
     "DOWNLOAD_URL_EXPIRES",
     "PUBLIC_BASE_URL",
     "ADMIN_TOKEN",
+    "ADMIN_TOKEN_PARAMETER",
     "PENDING_TIMEOUT",
     "DELETE_ORIGINALS",
     "ALLOWED_ORIGINS",
@@ -66,13 +67,14 @@ class Settings:
     download_url_expires: int = 3600
     public_base_url: str = ""
     admin_token: str = ""
+    admin_token_parameter: str = ""
     pending_timeout: int = 900
     delete_originals: bool = False
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8000", "http://localhost:8000")
 
     @property
     def deletion_enabled(self) -> bool:
-        return bool(self.admin_token)
+        return bool(self.admin_token or self.admin_token_parameter)
 
 
 def get_settings() -> Settings:
@@ -103,10 +105,16 @@ def _settings_from(values: tuple[str | None, ...]) -> Settings:
         ),
         public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
         admin_token=env.get("ADMIN_TOKEN", ""),
+        admin_token_parameter=_parameter_name(env, "ADMIN_TOKEN_PARAMETER"),
         pending_timeout=_int(env, "PENDING_TIMEOUT", defaults.pending_timeout, 10, 7 * 24 * 3600),
         delete_originals=_bool(env, "DELETE_ORIGINALS", defaults.delete_originals),
         allowed_origins=_origins(env, "ALLOWED_ORIGINS", defaults.allowed_origins),
     )
+    if settings.admin_token and settings.admin_token_parameter:
+        raise ConfigError(
+            "ADMIN_TOKEN and ADMIN_TOKEN_PARAMETER are both set: keep one (the parameter on AWS, "
+            "so the token is not in .chalice/config.json)"
+        )
     # An upload may start at the last second of its URL's life: only then can it be late.
     if settings.pending_timeout <= settings.upload_url_expires + 60:
         raise ConfigError(
@@ -138,6 +146,14 @@ def _base_url(env: dict[str, str], name: str) -> str:
     value = env.get(name, "").rstrip("/")
     if value and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\s;,]*)?", value):
         raise ConfigError(f"{name}: {value!r} is not a base URL like https://cdn.example.com")
+    return value
+
+
+def _parameter_name(env: dict[str, str], name: str) -> str:
+    value = env.get(name, "")
+    # A hierarchical name, so the IAM policy can grant exactly arn:...:parameter/<name>.
+    if value and (len(value) > 1011 or not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", value)):
+        raise ConfigError(f"{name}: {value!r} is not an SSM parameter name like /imageshelf/prod/admin-token")
     return value
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, datetime
 from typing import Any
 
-from . import storage
+from . import auth, storage
 from .config import Settings
 from .errors import ImageshelfError
 
@@ -97,14 +96,8 @@ def get(image_id: str, settings: Settings) -> dict[str, Any]:
 
 
 def delete(image_id: str, authorization: str | None, settings: Settings) -> None:
-    """``DELETE /images/{id}``: needs ``Authorization: Bearer <ADMIN_TOKEN>``."""
-    if not settings.deletion_enabled:
-        raise ImageshelfError("forbidden", "Deletion is disabled: set ADMIN_TOKEN to enable it.")
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ImageshelfError("unauthorized", "Send 'Authorization: Bearer <ADMIN_TOKEN>' to delete images.")
-    if not hmac.compare_digest(token.strip().encode(), settings.admin_token.encode()):
-        raise ImageshelfError("forbidden", "That token is not the admin token.")
+    """``DELETE /images/{id}``: needs ``Authorization: Bearer <admin token>``."""
+    auth.require_admin(authorization, settings)
     _check_id(image_id)
     if not storage.delete_image(image_id, settings):
         raise _not_found(image_id)

@@ -16,7 +16,7 @@ from tests.support import IMAGES_BUCKET, UPLOAD_BUCKET, Stack
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """moto's in-memory AWS with both buckets provisioned; yields an S3 client."""
-    from chalicelib import storage
+    from chalicelib import auth, storage
     from tools.provision import provision
 
     for name in list(os.environ):
@@ -26,11 +26,13 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     storage.reset_clients()
+    auth.reset_cache()
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         provision(s3, UPLOAD_BUCKET, IMAGES_BUCKET, ["http://127.0.0.1:8000"])
         yield s3
     storage.reset_clients()
+    auth.reset_cache()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "MAX_UPLOAD_BYTES",
         "RENDITIONS",
         "ADMIN_TOKEN",
+        "ADMIN_TOKEN_PARAMETER",
         "DELETE_ORIGINALS",
         "ALLOWED_ORIGINS",
         "MAX_PIXELS",
@@ -87,6 +88,9 @@ def test_bad_renditions_are_refused_with_the_variable_named(spec: str) -> None:
         ("PENDING_TIMEOUT", "300"),
         ("PUBLIC_BASE_URL", "cdn.example.com"),
         ("PUBLIC_BASE_URL", "https://a b"),
+        ("ADMIN_TOKEN_PARAMETER", "imageshelf/prod/admin-token"),
+        ("ADMIN_TOKEN_PARAMETER", "/imageshelf/prod/admin token"),
+        ("ADMIN_TOKEN_PARAMETER", "/" + "a" * 1011),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -98,3 +102,17 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str
 def test_a_cdn_base_url_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://d111111abcdef8.cloudfront.net/shelf/")
     assert get_settings().public_base_url == "https://d111111abcdef8.cloudfront.net/shelf"
+
+
+def test_the_admin_token_may_live_in_ssm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADMIN_TOKEN_PARAMETER", "/imageshelf/prod/admin-token")
+    settings = get_settings()
+    assert settings.admin_token_parameter == "/imageshelf/prod/admin-token"
+    assert settings.deletion_enabled and not settings.admin_token
+
+
+def test_one_admin_token_source_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADMIN_TOKEN_PARAMETER", "/imageshelf/prod/admin-token")
+    monkeypatch.setenv("ADMIN_TOKEN", "t")
+    with pytest.raises(ConfigError, match="ADMIN_TOKEN and ADMIN_TOKEN_PARAMETER"):
+        get_settings()

@@ -138,6 +138,9 @@ def test_terraform_functions_are_sized_as_configured(packaged: dict[str, Path], 
         assert fn.get("reserved_concurrent_executions") == configured.get("reserved_concurrency")
         assert fn["function_name"] == function_names(stage)[name]
         assert fn["environment"]["variables"] == stage_environment(stage)
+        # No secret in the template or the function's configuration: the token is read from SSM.
+        assert "ADMIN_TOKEN" not in fn["environment"]["variables"]
+        assert fn["environment"]["variables"]["ADMIN_TOKEN_PARAMETER"] == f"/imageshelf/{stage}/admin-token"
     assert functions["resize"]["memory_size"] > functions["api_handler"]["memory_size"]
     assert functions["resize"]["timeout"] > functions["api_handler"]["timeout"]
 
@@ -185,3 +188,45 @@ def test_stage_sets_log_retention(stage: str) -> None:
     assert config["log_retention_days"] in (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731)
     # Chalice 1.34's own key breaks `chalice package --pkg-format terraform`: see tools/deploy.py.
     assert "log_retention_in_days" not in json.dumps(config)
+
+
+def test_make_admin_token_stores_a_working_securestring_and_rotates(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``make admin-token STAGE=prod``: the printed token is what the prod app then accepts."""
+    import boto3
+    from moto import mock_aws
+
+    from chalicelib import auth
+    from chalicelib.config import Settings
+    from chalicelib.errors import ImageshelfError
+    from tools import deploy
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    parameter = stage_environment("prod")["ADMIN_TOKEN_PARAMETER"]
+    settings = Settings(stage="prod", admin_token_parameter=parameter)
+    auth.reset_cache()
+    with mock_aws():
+        ssm = boto3.client("ssm", region_name="eu-west-1")
+        assert "make admin-token STAGE=prod" in deploy.admin_token_hint(ssm, "prod")
+        tokens = []
+        for _ in range(2):
+            assert deploy.main(["admin-token", "--stage", "prod"]) == 0
+            tokens.append(capsys.readouterr().out.strip().splitlines()[-1])
+        stored = ssm.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]
+        assert stored["Type"] == "SecureString" and stored["Value"] == tokens[1] != tokens[0]
+        assert len(tokens[1]) >= 40 and tokens[1].replace("-", "").replace("_", "").isalnum()
+        assert deploy.admin_token_hint(ssm, "prod") is None
+        auth.require_admin(f"Bearer {tokens[1]}", settings)
+        with pytest.raises(ImageshelfError) as refused:
+            auth.require_admin(f"Bearer {tokens[0]}", settings)
+        assert refused.value.code == "forbidden"
+    auth.reset_cache()
+    with pytest.raises(SystemExit, match="make run"):
+        deploy.main(["admin-token", "--stage", "local"])

@@ -11,6 +11,9 @@ test that passes against looser rules proves nothing:
 - HeadObject on a missing key: AWS answers 404 only to callers allowed ``s3:ListBucket`` on the
   bucket, 403 to everyone else; moto always answers 404.
 - DeleteObjects: AWS checks ``s3:DeleteObject`` on each key; moto checks it on the bucket ARN.
+- SSM: moto authorises every SSM call against the resource ``*``; AWS authorises GetParameter
+  against the parameter's ARN, so a policy naming the one parameter would pass on AWS and fail in
+  moto. The harness gives moto the ARN.
 - Presigned URLs are not sent by the app (browsers use them), and moto cannot authorise presigned
   requests under enforcement. The harness checks, with moto's own policy evaluator, that the
   policy allows the action on the exact bucket and key each URL the app returned will be used
@@ -38,6 +41,7 @@ import pytest
 from moto import mock_aws, settings
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3.responses import S3Response
+from moto.ssm.responses import SimpleSystemManagerResponse
 
 from tests.support import jpeg, s3_event
 from tools.provision import ROOT, provision, stage_environment
@@ -85,8 +89,13 @@ def _aws_like_s3(monkeypatch: pytest.MonkeyPatch) -> None:
             authorize(self, bucket_name=bucket_name)  # raises AccessDenied: S3 says 403, not 404
         return response
 
+    def parameter_arn(self: Any) -> str:
+        name = self._get_param("Name") or ""
+        return f"arn:aws:ssm:{self.region}:{self.current_account}:parameter/{name.lstrip('/')}"
+
     monkeypatch.setattr(S3Response, "_authenticate_and_authorize_s3_action", authorize_each_key)
     monkeypatch.setattr(S3Response, "head_object", head_404_needs_list)
+    monkeypatch.setattr(SimpleSystemManagerResponse, "_determine_resource", parameter_arn, raising=False)
 
 
 @dataclass
@@ -277,7 +286,7 @@ def run_paths(
     from chalice.test import Client
 
     from app import app
-    from chalicelib import storage
+    from chalicelib import auth, storage
 
     env = stage_environment(stage, project_dir)
     failures: dict[str, str] = {}
@@ -285,13 +294,17 @@ def run_paths(
         for name in [n for n in os.environ if n.startswith("AWS_")]:
             patch.delenv(name)
         patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        patch.setenv("ADMIN_TOKEN", ADMIN_TOKEN)
         _aws_like_s3(patch)
+        auth.reset_cache()  # each run must fetch the token with the policy under test
         with mock_aws():
             admin = boto3.client(
                 "s3", region_name="us-east-1", aws_access_key_id="admin", aws_secret_access_key="admin"
             )
             provision(admin, env["UPLOAD_BUCKET"], env["IMAGES_BUCKET"], ["https://gallery.example"])
+            # On AWS the stage reads its admin token from SSM (`make admin-token` puts it there).
+            boto3.client(
+                "ssm", region_name="us-east-1", aws_access_key_id="admin", aws_secret_access_key="admin"
+            ).put_parameter(Name=env["ADMIN_TOKEN_PARAMETER"], Value=ADMIN_TOKEN, Type="SecureString")
             iam = boto3.client(
                 "iam", region_name="us-east-1", aws_access_key_id="admin", aws_secret_access_key="admin"
             )
@@ -310,6 +323,7 @@ def run_paths(
                     except Exception as error:  # a denied call surfaces as many exception types
                         failures[path.__name__] = f"{type(error).__name__}: {error}"[:300]
     storage.reset_clients()
+    auth.reset_cache()
     return failures
 
 
@@ -354,6 +368,7 @@ def test_prod_policy_is_dev_policy_for_prod_names(function: str) -> None:
             (env["UPLOAD_BUCKET"], "UPLOAD"),
             (env["IMAGES_BUCKET"], "IMAGES"),
             (f"/aws/lambda/{function_names(stage)[function]}", "LOG_GROUP"),
+            (f"parameter{env['ADMIN_TOKEN_PARAMETER']}", "PARAMETER"),
         ):
             text = text.replace(f":{name}", f":{placeholder}")
         return json.loads(text)
@@ -372,8 +387,9 @@ def _logs_statement(document: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_policy_shape(stage: str, function: str) -> None:
-    """Only S3 object/bucket actions on this stage's buckets, and logs for this function's own log
-    group (Chalice names the API function ``imageshelf-<stage>``, the others ``...-<name>``)."""
+    """Only S3 object/bucket actions on this stage's buckets, reading this stage's admin token
+    (the API function only), and logs for this function's own log group (Chalice names the API
+    function ``imageshelf-<stage>``, the others ``...-<name>``)."""
     from tools.deploy import function_names
 
     document = policy(stage, function)
@@ -386,6 +402,11 @@ def test_policy_shape(stage: str, function: str) -> None:
         if statement["Sid"] == "Logs":
             assert sorted(actions) == ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
             assert sorted(resources) == [group, f"{group}:*"]
+            continue
+        if statement["Sid"] == "ReadAdminToken":
+            assert function == "api_handler"
+            assert actions == ["ssm:GetParameter"]
+            assert resources == [f"arn:aws:ssm:*:*:parameter{env['ADMIN_TOKEN_PARAMETER']}"]
             continue
         for resource in resources:
             if resource in buckets:  # the bucket itself: listing only

@@ -272,6 +272,58 @@ def test_delete_removes_original_renditions_and_records(
     assert again.status_code == 404
 
 
+PARAMETER = "/imageshelf/test/admin-token"
+
+
+def delete_with(client: Any, image_id: str, token: str) -> Any:
+    return client.http.delete(f"/images/{image_id}", headers={"Authorization": f"Bearer {token}"})
+
+
+def test_delete_reads_the_admin_token_from_ssm(
+    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the AWS stages do: ADMIN_TOKEN_PARAMETER names a SecureString in Parameter Store."""
+    import boto3
+
+    monkeypatch.setenv("ADMIN_TOKEN_PARAMETER", PARAMETER)
+    image_id = process(client, aws, jpeg(64, 48))
+    assert 'id="admin-button"' in client.http.get("/").body.decode()  # the gallery offers deletion
+
+    missing = delete_with(client, image_id, "anything")
+    assert missing.status_code == 403
+    message = error_of(missing)["message"]
+    assert PARAMETER in message and "make admin-token" in message
+
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    ssm.put_parameter(Name=PARAMETER, Value="tok-1\n", Type="SecureString")  # as `file://` leaves it
+    assert error_of(delete_with(client, image_id, "tok-2"))["code"] == "forbidden"
+    assert client.http.delete(f"/images/{image_id}").status_code == 401
+    assert delete_with(client, image_id, "tok-1").status_code == 204
+    assert client.http.get(f"/images/{image_id}").status_code == 404
+
+
+def test_a_rotated_ssm_token_takes_over_within_minutes(
+    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    from chalicelib import auth
+
+    monkeypatch.setenv("ADMIN_TOKEN_PARAMETER", PARAMETER)
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    ssm.put_parameter(Name=PARAMETER, Value="old-token", Type="SecureString")
+    first, second, third = (process(client, aws, jpeg(64, 48)) for _ in range(3))
+    assert delete_with(client, first, "old-token").status_code == 204
+
+    ssm.put_parameter(Name=PARAMETER, Value="new-token", Type="SecureString", Overwrite=True)
+    now = auth.time.monotonic()
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now + auth.TOKEN_TTL - 5)
+    assert delete_with(client, second, "old-token").status_code == 204  # cached a little longer
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now + auth.TOKEN_TTL + 5)
+    assert delete_with(client, third, "old-token").status_code == 403
+    assert delete_with(client, third, "new-token").status_code == 204
+
+
 def test_gallery_page_is_html_with_security_headers(client: Any, aws: Any) -> None:
     process(client, aws, jpeg(64, 48), "<img src=x onerror=alert(1)>.jpg")
     response = client.http.get("/")

@@ -13,6 +13,10 @@
    ``log_retention_in_days`` is not used: in Chalice 1.34 it makes ``chalice package
    --pkg-format terraform`` fail, and it names the API function's log group wrongly.
 
+``python -m tools.deploy admin-token --stage prod`` stores a new random admin token in the stage's
+SSM parameter (``ADMIN_TOKEN_PARAMETER``, a SecureString) and prints it: that turns deletion on,
+or rotates the token (the API function picks it up within five minutes).
+
 ``python -m tools.deploy package --stage dev`` runs ``chalice package --pkg-format terraform`` into
 ``build/dev`` with placeholder credentials: packaging never calls AWS.
 """
@@ -23,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -127,6 +132,41 @@ def set_log_retention(logs: Any, stage: str, days: int) -> list[str]:
     return done
 
 
+def store_admin_token(ssm: Any, stage: str, project_dir: Path = ROOT) -> tuple[str, str]:
+    """Put a new random admin token in the stage's SSM parameter; returns (parameter, token)."""
+    name = stage_environment(stage, project_dir).get("ADMIN_TOKEN_PARAMETER")
+    if not name:
+        raise SystemExit(
+            f"stage {stage} has no ADMIN_TOKEN_PARAMETER in .chalice/config.json: add one "
+            f"(e.g. /imageshelf/{stage}/admin-token) and grant ssm:GetParameter on it (docs/deploy.md)"
+        )
+    token = secrets.token_urlsafe(32)
+    ssm.put_parameter(
+        Name=name,
+        Value=token,
+        Type="SecureString",
+        Overwrite=True,
+        Description=f"imageshelf {stage}: bearer token for DELETE /images/{{id}}",
+    )
+    return name, token
+
+
+def admin_token_hint(ssm: Any, stage: str, project_dir: Path = ROOT) -> str | None:
+    """What to do when the stage reads its token from SSM and the parameter is not there yet."""
+    name = stage_environment(stage, project_dir).get("ADMIN_TOKEN_PARAMETER")
+    if not name:
+        return None
+    from botocore.exceptions import ClientError
+
+    try:
+        ssm.get_parameter(Name=name)
+    except ssm.exceptions.ParameterNotFound:
+        return f"deletion is off until the admin token exists: make admin-token STAGE={stage}"
+    except ClientError as error:  # the deploy itself worked: say what is unknown, do not fail
+        return f"could not check the admin token {name} ({error.response['Error']['Code']})"
+    return None
+
+
 def deploy(stage: str, project_dir: Path = ROOT) -> None:
     import boto3
 
@@ -162,13 +202,16 @@ def deploy(stage: str, project_dir: Path = ROOT) -> None:
     if days:
         for line in set_log_retention(session.client("logs"), stage, int(days)):
             print(line)
+    hint = admin_token_hint(session.client("ssm"), stage, project_dir)
+    if hint:
+        print(hint)
     if origin:
         print(f"gallery: {origin}/{stage_config(stage, project_dir).get('api_gateway_stage', 'api')}/")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["deploy", "package"])
+    parser.add_argument("command", choices=["deploy", "package", "admin-token"])
     parser.add_argument("--stage", default=os.environ.get("STAGE", "dev"))
     parser.add_argument("--out", type=Path, help="package: the output folder (default build/<stage>)")
     args = parser.parse_args(argv)
@@ -177,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     stage_environment(args.stage)  # a clear error for an unknown stage
     if args.command == "package":
         print(package(args.stage, args.out or ROOT / "build" / args.stage))
+    elif args.command == "admin-token":
+        import boto3
+
+        name, token = store_admin_token(boto3.client("ssm"), args.stage)
+        print(f"stored a new admin token in SSM parameter {name} (SecureString); it works within 5 minutes:")
+        print(token)
     else:
         deploy(args.stage)
     return 0
