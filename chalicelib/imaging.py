@@ -15,17 +15,16 @@ import itertools
 import os
 import re
 import struct
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
 from PIL import Image, ImageCms, ImageFile, features
 
 from .errors import ImageshelfError, too_large
+from .timing import Stopwatch
 
 # ---------------------------------------------------------------------------------------------
 # Tunables (measured; see docs/imaging.md)
@@ -827,22 +826,6 @@ def _encode_still(im: Image.Image) -> tuple[bytes, str, str]:
 # Entry points
 
 
-class _Clock:
-    """Adds the milliseconds spent in each ``with clock("stage"):`` block to a dict."""
-
-    def __init__(self, into: dict[str, float] | None) -> None:
-        self.into = into if into is not None else {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            spent = (time.perf_counter() - start) * 1000
-            self.into[stage] = round(self.into.get(stage, 0.0) + spent, 1)
-
-
 def render(data: bytes, boxes: Sequence[tuple[int, int]], limits: Limits = Limits(),
            timings: dict[str, float] | None = None) -> tuple[SourceInfo, list[Rendition]]:  # fmt: skip
     """Decode ``data`` once and return one rendition per box, in the order of ``boxes``.
@@ -856,7 +839,7 @@ def render(data: bytes, boxes: Sequence[tuple[int, int]], limits: Limits = Limit
     """
     if not boxes:
         raise ValueError("render() needs at least one box")
-    clock = _Clock(timings)
+    clock = Stopwatch(timings)
     with clock("decode"):
         opened = _open(data, limits)
     im, info = opened.im, opened.info
@@ -874,7 +857,7 @@ def render(data: bytes, boxes: Sequence[tuple[int, int]], limits: Limits = Limit
         im.close()
 
 
-def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]], clock: _Clock
+def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]], clock: Stopwatch
                   ) -> tuple[SourceInfo, list[Rendition]]:  # fmt: skip
     im, info, orient = opened.im, opened.info, opened.orientation
     sizes = [fit_size(info.width, info.height, box) for box in boxes]
@@ -950,7 +933,7 @@ def _iter_frames(im: ImageFile.ImageFile, checked: int) -> Iterator[tuple[Image.
         yield im, int(im.info.get("duration") or 0)
 
 
-def _render_animation(opened: _Opened, boxes: Sequence[tuple[int, int]], clock: _Clock) -> list[Rendition]:
+def _render_animation(opened: _Opened, boxes: Sequence[tuple[int, int]], clock: Stopwatch) -> list[Rendition]:
     """Every frame resized for every box in one pass, streamed into one WebP encoder per box."""
     from PIL import _webp  # Pillow's animation encoder: frames go in one at a time, no frame lists
 

@@ -25,13 +25,14 @@ from __future__ import annotations
 import json
 import logging
 import resource
-import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import storage
 from .config import Settings
 from .errors import ImageshelfError, too_large
+from .timing import Stopwatch
 
 log = logging.getLogger("imageshelf.processing")
 
@@ -54,17 +55,9 @@ class Outcome:
     def as_log(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
-
-class _Timer:
-    def __init__(self, outcome: Outcome, name: str) -> None:
-        self.outcome, self.name = outcome, name
-
-    def __enter__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        elapsed = (time.perf_counter() - self.start) * 1000
-        self.outcome.durations_ms[self.name] = round(elapsed, 1)
+    def timed(self, stage: str) -> AbstractContextManager[None]:
+        """``with outcome.timed("read"):`` adds the block's milliseconds to ``durations_ms``."""
+        return Stopwatch(self.durations_ms)(stage)
 
 
 def log_json_lines(logger: logging.Logger) -> None:
@@ -109,7 +102,7 @@ def _process(bucket: str, key: str, settings: Settings, outcome: Outcome) -> Non
     if key.endswith("/"):
         outcome.error_message = "a folder marker, not a file"
         return
-    with _Timer(outcome, "head"):
+    with outcome.timed("head"):
         upload = storage.head_upload(key, settings)
     if upload is None:
         outcome.error_message = "the object was deleted before it could be processed"
@@ -143,7 +136,7 @@ def _process(bucket: str, key: str, settings: Settings, outcome: Outcome) -> Non
             error_code="internal_error",
             error_message=f"Processing failed ({storage.describe(error)}); the original is kept.",
         )
-    with _Timer(outcome, "record"):
+    with outcome.timed("record"):
         storage.put_record(final, settings)
         if _superseded(upload, outcome, settings):
             return
@@ -185,14 +178,14 @@ def _render(
         raise ImageshelfError("empty_file", "The file is empty (0 bytes). Upload the photo again.")
     if upload.size > settings.max_upload_bytes:
         raise too_large(upload.size, settings.max_upload_bytes)
-    with _Timer(outcome, "read"):
+    with outcome.timed("read"):
         data = storage.read_upload(upload, settings)
     # Fills durations_ms with decode, resize and encode, even when the image is refused.
     info, renditions = imaging.render(
         data, [box for _, box in settings.renditions], limits, timings=outcome.durations_ms
     )
     del data
-    with _Timer(outcome, "write"):
+    with outcome.timed("write"):
         for (name, _), rendition in zip(settings.renditions, renditions, strict=True):
             size = (rendition.width, rendition.height)
             storage.put_rendition(
