@@ -28,8 +28,10 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -287,8 +289,10 @@ def s3() -> Any:
 
 
 def reset_clients() -> None:
-    """Forget cached clients (tests switch endpoints and credentials between cases)."""
+    """Forget cached clients and signed URLs (tests switch endpoints and credentials between cases)."""
     _client.cache_clear()
+    with _signed_lock:
+        _signed.clear()
 
 
 _TRANSIENT_CODES = frozenset(
@@ -594,14 +598,43 @@ def delete_image(image_id: str, settings: Settings) -> bool:
 
 
 def rendition_url(key: str, settings: Settings) -> str:
-    """Where a browser fetches a rendition: the public/CDN base, or a presigned GET."""
+    """Where a browser fetches a rendition: the public/CDN base, or a presigned GET.
+
+    A presigned URL is reused while at least half its life is left. Renditions are immutable
+    (``Cache-Control: immutable``, a new key for new pixels), but browsers cache by the whole
+    URL, signature included: the same URL on every listing is what lets them use the copy they
+    have instead of downloading every thumbnail again.
+    """
     if settings.public_base_url:
         return f"{settings.public_base_url}/{quote(key)}"
-    return s3().generate_presigned_url(
+    # Other credentials (a new role session, a test's user) or another endpoint sign new URLs.
+    signer = (
+        os.environ.get("AWS_ACCESS_KEY_ID"),
+        os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+    )
+    cache_key = (settings.images_bucket, key, settings.download_url_expires, signer)
+    now = time.time()
+    with _signed_lock:
+        cached = _signed.get(cache_key)
+        if cached and now - cached[1] < settings.download_url_expires / 2:
+            _signed.move_to_end(cache_key)
+            return cached[0]
+    url = s3().generate_presigned_url(
         "get_object",
         Params={"Bucket": settings.images_bucket, "Key": key},
         ExpiresIn=settings.download_url_expires,
     )
+    with _signed_lock:
+        _signed[cache_key] = (url, now)
+        while len(_signed) > _SIGNED_MAX:
+            _signed.popitem(last=False)
+    return url
+
+
+# Presigned rendition URLs by (bucket, key, lifetime, signer), oldest first: about 0.5 KB each.
+_SIGNED_MAX = 4096
+_signed: OrderedDict[tuple[Any, ...], tuple[str, float]] = OrderedDict()
+_signed_lock = threading.Lock()
 
 
 def origins(settings: Settings) -> dict[str, str]:

@@ -7,7 +7,6 @@ import ast
 import io
 import json
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -322,20 +321,9 @@ def test_upload_and_wait_until_ready(live: Client, tmp_path: Path, method: str) 
     thumb = image.rendition("thumb")
     assert (thumb.width, thumb.height) == (400, 300)
     assert requests.get(thumb.url, timeout=10).content[:3] == b"\xff\xd8\xff"
-    # A presigned URL is re-signed on every request (its X-Amz-Date moves on), so compare
-    # the object each URL names, and everything else exactly.
-    again = live.get(image.id)
-    assert unsigned(again) == unsigned(image)
-    assert (
-        requests.get(again.rendition("thumb").url, timeout=10).content
-        == requests.get(thumb.url, timeout=10).content
-    )
-
-
-def unsigned(image: Image) -> Image:
-    """``image`` with each rendition URL cut to the object it names (no signature)."""
-    plain = tuple(replace(r, url=r.url.split("?", 1)[0]) for r in image.renditions)
-    return replace(image, renditions=plain)
+    # The same presigned URLs again (reused while half their life is left), so a browser or an
+    # app that cached the thumbnail uses its copy.
+    assert live.get(image.id) == image
 
 
 @pytest.mark.e2e

@@ -161,6 +161,39 @@ def test_get_image_ready_with_renditions(client: Any, aws: Any) -> None:
     assert image["created_at"].endswith("Z")
 
 
+def test_rendition_urls_stay_the_same_while_half_their_life_is_left(
+    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Browsers cache by the whole URL: a new signature on every listing would defeat the
+    rendition's year-long Cache-Control. Past half its life, a URL is signed afresh."""
+    import requests
+
+    image_id = process(client, aws, jpeg(900, 600))
+    signed: list[str] = []
+    storage.s3().meta.events.register(
+        "before-sign.s3.GetObject", lambda request, **_: signed.append(urlsplit(request.url).path)
+    )
+
+    def urls() -> list[str]:
+        listed = json.loads(client.http.get("/images").body)["images"][0]
+        single = json.loads(client.http.get(f"/images/{image_id}").body)
+        assert [r["url"] for r in single["renditions"]] == [r["url"] for r in listed["renditions"]]
+        return [r["url"] for r in listed["renditions"]]
+
+    first = urls()
+    assert len(first) == 2 and len(signed) == 2  # one signature per rendition, shared by both routes
+    now = storage.time.time()
+    monkeypatch.setattr(storage.time, "time", lambda: now + 1799)  # DOWNLOAD_URL_EXPIRES is 3600
+    assert urls() == first and len(signed) == 2
+    monkeypatch.setattr(storage.time, "time", lambda: now + 1801)
+    fresh = urls()
+    assert len(signed) == 4 and urls() == fresh and len(signed) == 4
+    for old, new in zip(first, fresh, strict=True):
+        assert old.split("?")[0] == new.split("?")[0]  # the same immutable object
+        assert parse_qs(urlsplit(new).query)["X-Amz-Expires"] == ["3600"]
+        assert requests.get(new, timeout=10).content[:3] == b"\xff\xd8\xff"
+
+
 def test_get_image_pending_when_only_the_upload_exists(client: Any, aws: Any) -> None:
     grant = json.loads(post_upload(client, filename="a.jpg", content_type="image/jpeg").body)
     assert client.http.get(f"/images/{grant['id']}").status_code == 404  # presigned, not uploaded
