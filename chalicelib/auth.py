@@ -4,12 +4,14 @@ Locally the token is an environment variable. On AWS it lives in SSM Parameter S
 (``ADMIN_TOKEN_PARAMETER``), so it is neither in git nor in the Lambda configuration; the API
 function may read that one parameter and nothing else. It is read when a delete presents a token
 and kept for ``TOKEN_TTL`` seconds, so a rotated token takes effect within minutes, with no
-deploy.
+deploy, and SSM sees at most one read per API instance per ``TOKEN_TTL`` (``MISSING_TTL`` while
+the parameter does not exist), however many deletes are attempted.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import threading
 import time
@@ -18,7 +20,12 @@ from .config import Settings
 from .errors import ImageshelfError
 
 TOKEN_TTL = 300.0
+MISSING_TTL = 60.0
+_MISSING = ""  # cached for a parameter that does not exist (SSM refuses empty values)
 
+log = logging.getLogger("imageshelf.auth")
+
+_now = time.monotonic  # the clock of the cache (tests move it)
 _cache: dict[str, tuple[str, float]] = {}
 _lock = threading.Lock()
 
@@ -42,14 +49,29 @@ def admin_token(settings: Settings) -> str:
     if settings.admin_token:
         return settings.admin_token
     name = settings.admin_token_parameter
-    now = time.monotonic()
+    now = _now()
     with _lock:
         cached = _cache.get(name)
-    if cached and now - cached[1] < TOKEN_TTL:
-        return cached[0]
-    token = _read_parameter(name)
-    with _lock:
-        _cache[name] = (token, now)
+    if cached and now - cached[1] < (TOKEN_TTL if cached[0] else MISSING_TTL):
+        token = cached[0]
+    else:
+        try:
+            token = _read_parameter(name)
+        except Exception:
+            if not cached or not cached[0]:
+                raise
+            # SSM throttled or failed: the last token read stays good until SSM answers again.
+            log.warning("could not read SSM parameter %s; using the token read before", name, exc_info=True)
+            return cached[0]
+        with _lock:
+            _cache[name] = (token, now)
+    if not token:
+        log.warning("deletion refused: SSM parameter %s does not exist or is empty", name)
+        raise ImageshelfError(
+            "forbidden",
+            "Deletion is not set up yet: no admin token is stored for this stage. "
+            "Its operator runs `make admin-token STAGE=<stage>`.",
+        )
     return token
 
 
@@ -60,26 +82,21 @@ def reset_cache() -> None:
 
 
 def _read_parameter(name: str) -> str:
+    """The parameter's value, stripped, or ``_MISSING`` if it does not exist."""
     import boto3
     from botocore.config import Config
 
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    # A client per miss, not per process: misses are one per TOKEN_TTL, and credentials or
-    # endpoints (tests, the local stack) may have changed since the last one.
-    ssm = boto3.client(
+    # A new session and client per read (boto3's default session is not thread-safe): reads are
+    # rare, and credentials or endpoints (tests, the local stack) may have changed since the last.
+    # Few, short attempts: the API function has 15 s in all.
+    ssm = boto3.session.Session().client(
         "ssm",
         region_name=region,
-        config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=10),
+        config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=3),
     )
     try:
         value = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
     except ssm.exceptions.ParameterNotFound:
-        raise ImageshelfError(
-            "forbidden",
-            f"Deletion is disabled: the SSM parameter {name} does not exist yet. "
-            "Create it with `make admin-token STAGE=<stage>`.",
-        ) from None
-    token = value.strip()  # `aws ssm put-parameter --value file://token.txt` keeps the newline
-    if not token:
-        raise ImageshelfError("forbidden", f"Deletion is disabled: the SSM parameter {name} is empty.")
-    return token
+        return _MISSING
+    return value.strip()  # `aws ssm put-parameter --value file://token.txt` keeps the newline

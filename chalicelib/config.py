@@ -151,8 +151,17 @@ def _base_url(env: dict[str, str], name: str) -> str:
 
 def _parameter_name(env: dict[str, str], name: str) -> str:
     value = env.get(name, "")
-    # A hierarchical name, so the IAM policy can grant exactly arn:...:parameter/<name>.
-    if value and (len(value) > 1011 or not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", value)):
+    if not value:
+        return value
+    # SSM's rules: at most 15 levels, no aws/ssm prefix, 1011 characters with the ARN (which
+    # takes up to about 65). Hierarchical, so the IAM policy grants exactly arn:...:parameter/<name>.
+    levels = value.split("/")[1:]
+    if (
+        len(value) > 940
+        or len(levels) > 15
+        or not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", value)
+        or levels[0].lower().startswith(("aws", "ssm"))
+    ):
         raise ConfigError(f"{name}: {value!r} is not an SSM parameter name like /imageshelf/prod/admin-token")
     return value
 

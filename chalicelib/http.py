@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -82,7 +83,12 @@ def base_path(request: Any) -> str:
     path, route = context.get("path") or "", context.get("resourcePath") or ""
     if not route or "{" in route or not path.endswith(route):
         return ""
-    return path[: len(path) - len(route)].rstrip("/")
+    prefix = path[: len(path) - len(route)].rstrip("/")
+    # The path is the client's: only plain segments, never "//evil.example" (another host).
+    return prefix if _BASE_PATH.fullmatch(prefix) else ""
+
+
+_BASE_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*")
 
 
 def no_content() -> Response:

@@ -607,13 +607,14 @@ def rendition_url(key: str, settings: Settings) -> str:
     """
     if settings.public_base_url:
         return f"{settings.public_base_url}/{quote(key)}"
-    # Other credentials (a new role session, a test's user) or another endpoint sign new URLs.
+    # Other credentials in the environment (Lambda's are fixed for an instance's life; tests
+    # switch users) or another endpoint sign new URLs.
     signer = (
         os.environ.get("AWS_ACCESS_KEY_ID"),
         os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
     )
     cache_key = (settings.images_bucket, key, settings.download_url_expires, signer)
-    now = time.time()
+    now = _now()
     with _signed_lock:
         cached = _signed.get(cache_key)
         if cached and now - cached[1] < settings.download_url_expires / 2:
@@ -631,8 +632,10 @@ def rendition_url(key: str, settings: Settings) -> str:
     return url
 
 
-# Presigned rendition URLs by (bucket, key, lifetime, signer), oldest first: about 0.5 KB each.
+# Presigned rendition URLs by (bucket, key, lifetime, signer), least recently used first:
+# 0.5-1.5 KB each (a session token makes them longer).
 _SIGNED_MAX = 4096
+_now = time.time  # the clock of the cache (tests move it)
 _signed: OrderedDict[tuple[Any, ...], tuple[str, float]] = OrderedDict()
 _signed_lock = threading.Lock()
 

@@ -91,6 +91,9 @@ def test_bad_renditions_are_refused_with_the_variable_named(spec: str) -> None:
         ("ADMIN_TOKEN_PARAMETER", "imageshelf/prod/admin-token"),
         ("ADMIN_TOKEN_PARAMETER", "/imageshelf/prod/admin token"),
         ("ADMIN_TOKEN_PARAMETER", "/" + "a" * 1011),
+        ("ADMIN_TOKEN_PARAMETER", "/aws/imageshelf/token"),
+        ("ADMIN_TOKEN_PARAMETER", "/SSM-token"),
+        ("ADMIN_TOKEN_PARAMETER", "/a" * 16),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

@@ -230,3 +230,27 @@ def test_make_admin_token_stores_a_working_securestring_and_rotates(
     auth.reset_cache()
     with pytest.raises(SystemExit, match="make run"):
         deploy.main(["admin-token", "--stage", "local"])
+
+
+def test_deploy_and_admin_token_refuse_a_region_the_stage_does_not_live_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token stored in another region would never be read: say so instead of 'stored'."""
+    from tools.deploy import stage_session
+
+    (tmp_path / ".chalice" / "deployed").mkdir(parents=True)
+    (tmp_path / ".chalice" / "deployed" / "prod.json").write_text(
+        json.dumps(
+            {"resources": [{"name": "api_handler", "lambda_arn": "arn:aws:lambda:eu-west-1:1:function:x"}]}
+        )
+    )
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    with pytest.raises(SystemExit, match="no AWS region"):
+        stage_session("prod", tmp_path)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with pytest.raises(SystemExit, match="deployed in eu-west-1, not us-east-1"):
+        stage_session("prod", tmp_path)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert stage_session("prod", tmp_path).region_name == "eu-west-1"

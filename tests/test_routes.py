@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from chalicelib import storage
+from chalicelib import auth, storage
 from tests.support import UPLOAD_BUCKET, jpeg, post_upload, process
 
 JSON = {"Content-Type": "application/json"}
@@ -27,6 +27,16 @@ def error_of(response: Any) -> dict[str, str]:
 
 def policy_of(grant: dict[str, Any]) -> dict[str, Any]:
     return json.loads(base64.b64decode(grant["fields"]["policy"]))
+
+
+class Clock:
+    """A hand-moved clock for the caches of signed URLs and admin tokens (``_now``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_ping(client: Any) -> None:
@@ -180,12 +190,13 @@ def test_rendition_urls_stay_the_same_while_half_their_life_is_left(
         assert [r["url"] for r in single["renditions"]] == [r["url"] for r in listed["renditions"]]
         return [r["url"] for r in listed["renditions"]]
 
+    clock = Clock()
+    monkeypatch.setattr(storage, "_now", clock)
     first = urls()
     assert len(first) == 2 and len(signed) == 2  # one signature per rendition, shared by both routes
-    now = storage.time.time()
-    monkeypatch.setattr(storage.time, "time", lambda: now + 1799)  # DOWNLOAD_URL_EXPIRES is 3600
+    clock.now += 1799  # DOWNLOAD_URL_EXPIRES is 3600
     assert urls() == first and len(signed) == 2
-    monkeypatch.setattr(storage.time, "time", lambda: now + 1801)
+    clock.now += 2
     fresh = urls()
     assert len(signed) == 4 and urls() == fresh and len(signed) == 4
     for old, new in zip(first, fresh, strict=True):
@@ -294,14 +305,14 @@ def test_delete_removes_original_renditions_and_records(
     monkeypatch.setenv("ADMIN_TOKEN", "s3cret")
     keep = process(client, aws, jpeg(64, 48))
     image_id = process(client, aws, jpeg(64, 48))
-    auth = {"Authorization": "Bearer s3cret"}
-    response = client.http.delete(f"/images/{image_id}", headers=auth)
+    bearer = {"Authorization": "Bearer s3cret"}
+    response = client.http.delete(f"/images/{image_id}", headers=bearer)
     assert response.status_code == 204
     assert client.http.get(f"/images/{image_id}").status_code == 404
     left = aws.list_objects_v2(Bucket="imageshelf-local-images").get("Contents", [])
     assert left and all(obj["Key"].startswith(keep) for obj in left)
     assert [o["Key"] for o in aws.list_objects_v2(Bucket=UPLOAD_BUCKET)["Contents"]] == [f"uploads/{keep}"]
-    again = client.http.delete(f"/images/{image_id}", headers=auth)
+    again = client.http.delete(f"/images/{image_id}", headers=bearer)
     assert again.status_code == 404
 
 
@@ -312,49 +323,97 @@ def delete_with(client: Any, image_id: str, token: str) -> Any:
     return client.http.delete(f"/images/{image_id}", headers={"Authorization": f"Bearer {token}"})
 
 
-def test_delete_reads_the_admin_token_from_ssm(
-    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As the AWS stages do: ADMIN_TOKEN_PARAMETER names a SecureString in Parameter Store."""
+@pytest.fixture
+def ssm_token(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The app reading its admin token from SSM, as the AWS stages do; yields the SSM client, and
+    counts the app's reads of the parameter in ``ssm.reads`` and moves ``ssm.clock``."""
     import boto3
 
     monkeypatch.setenv("ADMIN_TOKEN_PARAMETER", PARAMETER)
+    clock = Clock()
+    monkeypatch.setattr(auth, "_now", clock)
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    reads: list[str] = []
+    real_read = auth._read_parameter
+
+    def counted(name: str) -> str:
+        reads.append(name)
+        return real_read(name)
+
+    monkeypatch.setattr(auth, "_read_parameter", counted)
+    ssm.reads, ssm.clock = reads, clock
+    return ssm
+
+
+def test_delete_reads_the_admin_token_from_ssm(
+    client: Any, ssm_token: Any, aws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ADMIN_TOKEN_PARAMETER names a SecureString in Parameter Store."""
     image_id = process(client, aws, jpeg(64, 48))
     assert 'id="admin-button"' in client.http.get("/").body.decode()  # the gallery offers deletion
 
     missing = delete_with(client, image_id, "anything")
     assert missing.status_code == 403
     message = error_of(missing)["message"]
-    assert PARAMETER in message and "make admin-token" in message
+    assert "make admin-token" in message and PARAMETER not in message  # the path is for the logs
+    assert PARAMETER in caplog.text
 
-    ssm = boto3.client("ssm", region_name="us-east-1")
-    ssm.put_parameter(Name=PARAMETER, Value="tok-1\n", Type="SecureString")  # as `file://` leaves it
+    ssm_token.put_parameter(Name=PARAMETER, Value="tok-1\n", Type="SecureString")  # as `file://` leaves it
+    ssm_token.clock.now += auth.MISSING_TTL + 1
     assert error_of(delete_with(client, image_id, "tok-2"))["code"] == "forbidden"
     assert client.http.delete(f"/images/{image_id}").status_code == 401
     assert delete_with(client, image_id, "tok-1").status_code == 204
     assert client.http.get(f"/images/{image_id}").status_code == 404
 
 
-def test_a_rotated_ssm_token_takes_over_within_minutes(
-    client: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import boto3
+def test_ssm_is_read_once_per_ttl_however_many_deletes_try(client: Any, ssm_token: Any, aws: Any) -> None:
+    """Unauthenticated callers cannot turn deletes into SSM traffic, token stored or not."""
+    image_id = process(client, aws, jpeg(64, 48))
+    for _ in range(20):
+        assert delete_with(client, image_id, "guess").status_code == 403
+    assert len(ssm_token.reads) == 1  # the miss is cached too
+    ssm_token.put_parameter(Name=PARAMETER, Value="real-token", Type="SecureString")
+    ssm_token.clock.now += auth.MISSING_TTL + 1
+    for _ in range(20):
+        assert delete_with(client, image_id, "guess").status_code == 403
+    assert len(ssm_token.reads) == 2
+    assert delete_with(client, image_id, "real-token").status_code == 204
 
-    from chalicelib import auth
 
-    monkeypatch.setenv("ADMIN_TOKEN_PARAMETER", PARAMETER)
-    ssm = boto3.client("ssm", region_name="us-east-1")
-    ssm.put_parameter(Name=PARAMETER, Value="old-token", Type="SecureString")
+def test_a_rotated_ssm_token_takes_over_within_minutes(client: Any, ssm_token: Any, aws: Any) -> None:
+    ssm_token.put_parameter(Name=PARAMETER, Value="old-token", Type="SecureString")
     first, second, third = (process(client, aws, jpeg(64, 48)) for _ in range(3))
     assert delete_with(client, first, "old-token").status_code == 204
 
-    ssm.put_parameter(Name=PARAMETER, Value="new-token", Type="SecureString", Overwrite=True)
-    now = auth.time.monotonic()
-    monkeypatch.setattr(auth.time, "monotonic", lambda: now + auth.TOKEN_TTL - 5)
+    ssm_token.put_parameter(Name=PARAMETER, Value="new-token", Type="SecureString", Overwrite=True)
+    ssm_token.clock.now += auth.TOKEN_TTL - 1
     assert delete_with(client, second, "old-token").status_code == 204  # cached a little longer
-    monkeypatch.setattr(auth.time, "monotonic", lambda: now + auth.TOKEN_TTL + 5)
+    ssm_token.clock.now += 2
     assert delete_with(client, third, "old-token").status_code == 403
     assert delete_with(client, third, "new-token").status_code == 204
+
+
+def test_when_ssm_fails_the_last_token_read_still_works(
+    client: Any, ssm_token: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    ssm_token.put_parameter(Name=PARAMETER, Value="the-token", Type="SecureString")
+    first, second = (process(client, aws, jpeg(64, 48)) for _ in range(2))
+    assert delete_with(client, first, "the-token").status_code == 204
+
+    def throttled(name: str) -> str:
+        raise ClientError(
+            {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "GetParameter"
+        )
+
+    monkeypatch.setattr(auth, "_read_parameter", throttled)
+    ssm_token.clock.now += auth.TOKEN_TTL + 1
+    assert delete_with(client, second, "wrong").status_code == 403
+    assert delete_with(client, second, "the-token").status_code == 204
+    auth.reset_cache()  # nothing read before: SSM's failure is the answer (a 500, logged)
+    response = delete_with(client, second, "the-token")
+    assert response.status_code == 500 and error_of(response)["code"] == "internal_error"
 
 
 def test_gallery_page_is_html_with_security_headers(client: Any, aws: Any) -> None:
@@ -412,6 +471,8 @@ def test_the_gallery_root_gets_its_trailing_slash_under_a_stage_prefix(
         ("/uploads", "/images/{id}"),  # chalice local, or API Gateway without a stage in the URL
         ("/api/uploads", "/api/images/{id}"),  # https://{api}.execute-api.{region}.amazonaws.com/api
         ("/shelf/v1/uploads", "/shelf/v1/images/{id}"),  # a custom domain's base path
+        ("//evil.example/uploads", "/images/{id}"),  # never a Location on another host
+        ("/a b/uploads", "/images/{id}"),
     ],
 )
 def test_location_resolves_under_api_gateways_base_path(

@@ -167,22 +167,30 @@ def admin_token_hint(ssm: Any, stage: str, project_dir: Path = ROOT) -> str | No
     return None
 
 
-def deploy(stage: str, project_dir: Path = ROOT) -> None:
+def stage_session(stage: str, project_dir: Path = ROOT) -> Any:
+    """A boto3 session in the stage's region: the session's own, which must be where the stage
+    already lives (another region would make a second copy, or store a token nobody reads)."""
     import boto3
 
     session = boto3.session.Session()
     region = session.region_name
     if not region:
         raise SystemExit("no AWS region: set AWS_DEFAULT_REGION (or a profile with a region)")
-    account = session.client("sts").get_caller_identity()["Account"]
-    before = deployed(stage, project_dir)
-    lives_in = deployed_region(before)
+    lives_in = deployed_region(deployed(stage, project_dir))
     if lives_in and lives_in != region:
         raise SystemExit(
             f"stage {stage} is deployed in {lives_in}, not {region}: set "
             f"AWS_DEFAULT_REGION={lives_in}, or deploy the other region as its own stage "
             "(docs/deploy.md)"
         )
+    return session
+
+
+def deploy(stage: str, project_dir: Path = ROOT) -> None:
+    session = stage_session(stage, project_dir)
+    region = session.region_name
+    account = session.client("sts").get_caller_identity()["Account"]
+    before = deployed(stage, project_dir)
     print(f"deploying stage {stage} to account {account}, region {region}", flush=True)
     env = stage_environment(stage, project_dir)
     s3 = session.client("s3")
@@ -221,10 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "package":
         print(package(args.stage, args.out or ROOT / "build" / args.stage))
     elif args.command == "admin-token":
-        import boto3
-
-        name, token = store_admin_token(boto3.client("ssm"), args.stage)
-        print(f"stored a new admin token in SSM parameter {name} (SecureString); it works within 5 minutes:")
+        session = stage_session(args.stage)
+        name, token = store_admin_token(session.client("ssm"), args.stage)
+        print(
+            f"stored a new admin token in SSM parameter {name} ({session.region_name}, SecureString); "
+            "it works within 5 minutes:"
+        )
         print(token)
     else:
         deploy(args.stage)
