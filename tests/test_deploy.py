@@ -209,6 +209,8 @@ def test_make_admin_token_stores_a_working_securestring_and_rotates(
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    # Whatever this checkout may have deployed for real (the region check has its own test).
+    monkeypatch.setattr(deploy, "deployed", lambda stage, project_dir=ROOT: {})
     parameter = stage_environment("prod")["ADMIN_TOKEN_PARAMETER"]
     settings = Settings(stage="prod", admin_token_parameter=parameter)
     auth.reset_cache()
