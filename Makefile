@@ -46,9 +46,12 @@ deploy: $(STAMP)
 admin-token: $(STAMP)
 	$(PY) -m tools.deploy admin-token --stage $(STAGE)
 
+# ruff (lint and format) on the whole tree; mypy on app.py, chalicelib, tools and the client
+# ([tool.mypy] in pyproject.toml). CI runs it before the tests.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build .pytest_cache test-artifacts

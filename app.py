@@ -56,7 +56,7 @@ def gallery_page():
     if redirect:
         return redirect
     settings = get_settings()
-    return gallery.page_response(images.page({}, settings), settings, storage.origins(settings))
+    return gallery.page_response(images.page({}, settings), settings)
 
 
 @app.route("/static/{name}")

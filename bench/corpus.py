@@ -32,6 +32,7 @@ def _download(package: str, version: str, into: Path) -> Path:
     found = sorted(into.glob(f"{package}_*.deb"))
     if found:
         return found[0]
+    error = ""
     for spec in (f"{package}={version}", package):  # fall back to the archive's current version
         result = subprocess.run(["apt-get", "download", spec], cwd=into, capture_output=True, text=True)
         found = sorted(into.glob(f"{package}_*.deb"))
@@ -39,7 +40,8 @@ def _download(package: str, version: str, into: Path) -> Path:
             if spec == package:
                 print(f"warning: {package}={version} is gone; measured {found[0].name}", file=sys.stderr)
             return found[0]
-    raise SystemExit(f"apt-get download {package} failed: {result.stderr.strip()}")
+        error = result.stderr.strip()
+    raise SystemExit(f"apt-get download {package} failed: {error}")
 
 
 def fetch() -> None:

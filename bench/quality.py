@@ -14,6 +14,7 @@ import io
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -46,11 +47,16 @@ def _rendition_pixels(data: bytes) -> Image.Image:
     """The pipeline's pixels just before encoding (the encoder is swapped for a recorder)."""
     seen: list[Image.Image] = []
     real = imaging._encode_still
-    imaging._encode_still = lambda im: (seen.append(im.copy()), real(im))[1]  # type: ignore[assignment]
+
+    def record(im: Image.Image) -> Any:
+        seen.append(im.copy())
+        return real(im)
+
+    imaging._encode_still = record
     try:
         imaging.fit(data, BOX)
     finally:
-        imaging._encode_still = real  # type: ignore[assignment]
+        imaging._encode_still = real
     return seen[0].convert("RGB")
 
 

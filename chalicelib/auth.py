@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
-import threading
-import time
 
-from .config import Settings
+from .config import Settings, aws_target
 from .errors import ImageshelfError
+from .ttlcache import ExpiringCache
 
 TOKEN_TTL = 300.0
 MISSING_TTL = 60.0
@@ -25,9 +23,8 @@ _MISSING = ""  # cached for a parameter that does not exist (SSM refuses empty v
 
 log = logging.getLogger("imageshelf.auth")
 
-_now = time.monotonic  # the clock of the cache (tests move it)
-_cache: dict[str, tuple[str, float]] = {}
-_lock = threading.Lock()
+# Tokens by parameter name; _MISSING for a parameter that does not exist (re-read sooner).
+_cache: ExpiringCache[str] = ExpiringCache(max_entries=16)
 
 
 def require_admin(authorization: str | None, settings: Settings) -> None:
@@ -49,22 +46,17 @@ def admin_token(settings: Settings) -> str:
     if settings.admin_token:
         return settings.admin_token
     name = settings.admin_token_parameter
-    now = _now()
-    with _lock:
-        cached = _cache.get(name)
-    if cached and now - cached[1] < (TOKEN_TTL if cached[0] else MISSING_TTL):
-        token = cached[0]
-    else:
+    token = _cache.get(name, lambda value: TOKEN_TTL if value else MISSING_TTL)
+    if token is None:
         try:
-            token = _read_parameter(name)
+            token = _cache.put(name, _read_parameter(name))
         except Exception:
-            if not cached or not cached[0]:
+            last = _cache.stale(name)
+            if not last:
                 raise
             # SSM throttled or failed: the last token read stays good until SSM answers again.
             log.warning("could not read SSM parameter %s; using the token read before", name, exc_info=True)
-            return cached[0]
-        with _lock:
-            _cache[name] = (token, now)
+            return last
     if not token:
         log.warning("deletion refused: SSM parameter %s does not exist or is empty", name)
         raise ImageshelfError(
@@ -77,8 +69,7 @@ def admin_token(settings: Settings) -> str:
 
 def reset_cache() -> None:
     """Forget fetched tokens (tests switch parameter stores between cases)."""
-    with _lock:
-        _cache.clear()
+    _cache.clear()
 
 
 def _read_parameter(name: str) -> str:
@@ -86,13 +77,12 @@ def _read_parameter(name: str) -> str:
     import boto3
     from botocore.config import Config
 
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     # A new session and client per read (boto3's default session is not thread-safe): reads are
     # rare, and credentials or endpoints (tests, the local stack) may have changed since the last.
     # Few, short attempts: the API function has 15 s in all.
     ssm = boto3.session.Session().client(
         "ssm",
-        region_name=region,
+        region_name=aws_target().region,
         config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=3),
     )
     try:

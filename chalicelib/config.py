@@ -1,8 +1,9 @@
 """Settings: every environment variable imageshelf reads, its default and validation.
 
-Nothing else in the app reads ``os.environ``. Settings are read per call rather
-than at import, because Chalice (and its test client) applies a stage's
-environment variables only while a request or event is being handled.
+Nothing else in the app reads ``os.environ``: the app's own settings are in ``Settings``, and
+the AWS SDK's few variables the app needs to know about (region, endpoint, signing key id) in
+``aws_target()``. Both are read per call rather than at import, because Chalice (and its test
+client) applies a stage's environment variables only while a request or event is being handled.
 """
 
 from __future__ import annotations
@@ -13,18 +14,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 MIB = 1024 * 1024
-
-# Content types a client may declare when asking for an upload URL. The resize
-# handler never trusts this: it sniffs the real type from the bytes.
-UPLOAD_CONTENT_TYPES: tuple[str, ...] = (
-    "image/jpeg",
-    "image/png",
-    "image/gif",
-    "image/webp",
-    "image/tiff",
-    "image/bmp",
-    "image/avif",
-)
 
 _ENV_NAMES = (
     "STAGE",
@@ -80,6 +69,25 @@ class Settings:
 def get_settings() -> Settings:
     """The settings in force now, read from the environment (cached per environment)."""
     return _settings_from(tuple(os.environ.get(name) for name in _ENV_NAMES))
+
+
+@dataclass(frozen=True)
+class AwsTarget:
+    """Where the AWS SDK sends requests, as boto3 itself reads it from the environment."""
+
+    region: str
+    s3_endpoint: str | None  # AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL: the embedded S3, MinIO, ...
+    access_key_id: str | None  # who signs: presigned URLs signed by other credentials differ
+
+
+def aws_target() -> AwsTarget:
+    """The region, S3 endpoint and access key id in force now."""
+    env = os.environ
+    return AwsTarget(
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        s3_endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+        access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+    )
 
 
 def upload_bucket_name() -> str:

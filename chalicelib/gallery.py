@@ -3,6 +3,10 @@
 The first page of images is rendered on the server, so the grid shows before (and
 without) JavaScript. ``static/gallery.js`` then takes over: uploads, polling, paging,
 the lightbox and deletion, all through the same JSON API every other client uses.
+
+A tile's markup is written once, in ``templates/card.html``: the page carries it as a
+``<template id="card-template">`` that the script clones and fills, and the server fills the
+same macro for the first page. This module only computes the values that go into it.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from chalice import Response
 
-from .config import UPLOAD_CONTENT_TYPES, Settings
+from . import formats, storage
+from .config import Settings
 from .errors import ImageshelfError
 
 _HERE = Path(__file__).resolve().parent
@@ -35,17 +41,6 @@ ASSET_CACHE_CONTROL = "public, max-age=300"
 # Anything else in a CSP source list would end the directive or add a keyword.
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
 
-# Short names for upload types, for sentences like "Choose a JPEG, PNG … image".
-_TYPE_NAMES = {
-    "image/jpeg": "JPEG",
-    "image/png": "PNG",
-    "image/gif": "GIF",
-    "image/webp": "WebP",
-    "image/tiff": "TIFF",
-    "image/bmp": "BMP",
-    "image/avif": "AVIF",
-}
-
 
 # --- words ---------------------------------------------------------------------------
 
@@ -62,10 +57,10 @@ def human_bytes(size: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def type_list(content_types: tuple[str, ...] = UPLOAD_CONTENT_TYPES) -> str:
-    """``"JPEG, PNG, GIF, WebP, TIFF, BMP or AVIF"``."""
-    names = [_TYPE_NAMES.get(t, t.split("/")[-1].upper()) for t in content_types]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+def preview_types() -> list[str]:
+    """Types the script may show from a local file while it uploads: every MIME type (aliases
+    included, as browsers may report them) of the formats every current browser displays."""
+    return [mime for f in formats.FORMATS if f.previewable for mime in (f.mime, *f.aliases)]
 
 
 def error_words(settings: Settings) -> dict[str, str]:
@@ -76,7 +71,7 @@ def error_words(settings: Settings) -> dict[str, str]:
     """
     limit = human_bytes(settings.max_upload_bytes)
     megapixels = f"{settings.max_pixels / 1_000_000:g}"
-    types = type_list()
+    types = formats.labels()
     return {
         # the image was stored but could not become a photo
         "empty_file": "This file is empty, so there is nothing to show.",
@@ -101,6 +96,17 @@ def error_words(settings: Settings) -> dict[str, str]:
 
 
 # --- page ----------------------------------------------------------------------------
+
+
+def origins(endpoints: dict[str, str]) -> dict[str, str]:
+    """The origins the page talks to, from the URLs ``storage.endpoint_urls`` answers:
+    ``upload`` (where the browser POSTs files) and ``image`` (where thumbnails come from)."""
+    return {role: _origin_of(url) for role, url in endpoints.items()}
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
 
 
 def content_security_policy(origins: dict[str, str]) -> str:
@@ -137,37 +143,54 @@ def page_config(first_page: dict[str, Any], settings: Settings) -> dict[str, Any
         "pageSize": PAGE_SIZE,
         "maxUploadBytes": settings.max_upload_bytes,
         "maxUploadLabel": human_bytes(settings.max_upload_bytes),
-        "contentTypes": list(UPLOAD_CONTENT_TYPES),
+        "contentTypes": list(formats.upload_types()),
+        "previewTypes": preview_types(),
         "deletionEnabled": settings.deletion_enabled,
         "errors": error_words(settings),
         "firstPage": first_page,
     }
 
 
+# The values of the card template that shows every state (the script clones that one).
+_EVERY_STATE: dict[str, Any] = {
+    "id": "",
+    "status": "",
+    "filename": "",
+    "info": "",
+    "href": "",
+    "src": "",
+    "srcset": "",
+    "width": "",
+    "height": "",
+    "reason": "",
+}
+
+
 def card(image: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
-    """What the template needs to draw one image's tile (static/gallery.js draws the same)."""
+    """The values templates/card.html fills one image's tile with (static/gallery.js computes the
+    same in ``buildCard`` for images it meets later; the markup itself is only in the template)."""
     original = image.get("original") or {}
     renditions = sorted(image.get("renditions") or [], key=lambda r: r["width"] * r["height"])
     width, height = original.get("width"), original.get("height")
-    view: dict[str, Any] = {
-        "id": image["id"],
-        "status": image["status"],
-        "filename": original.get("filename") or "Untitled",
-        "dimensions": f"{width} × {height}" if width and height else "",
-    }
-    if image["status"] == "ready" and renditions:
+    status = image["status"]
+    if status == "ready" and not renditions:
+        status = "failed"  # ready without renditions: nothing to show
+    view = dict(_EVERY_STATE, id=image["id"], status=status, filename=original.get("filename") or "Untitled")
+    if status == "ready":
         thumb, largest = renditions[0], renditions[-1]
         view.update(
-            thumb=thumb,
+            info=f"{width} × {height}" if width and height else "",
             href=largest["url"],
+            src=thumb["url"],
             srcset=", ".join(f"{r['url']} {r['width']}w" for r in renditions),
+            width=thumb["width"],
+            height=thumb["height"],
         )
-    elif image["status"] == "ready":
-        view["status"] = "failed"  # ready without renditions: nothing to show
-        view["reason"] = words["internal_error"]
-    if image["status"] == "failed":
+    elif status == "pending":
+        view["info"] = "Processing"
+    else:
         code = (image.get("error") or {}).get("code", "internal_error")
-        view["reason"] = words.get(code, words["internal_error"])
+        view.update(info="Failed", reason=words.get(code, words["internal_error"]))
     return view
 
 
@@ -177,23 +200,24 @@ def render_page(first_page: dict[str, Any], settings: Settings) -> str:
     return template.render(
         config=page_config(first_page, settings),
         cards=[card(image, words) for image in first_page.get("images", [])],
+        every_state=_EVERY_STATE,
         has_more=bool(first_page.get("next_cursor")),
         max_upload=human_bytes(settings.max_upload_bytes),
-        types=type_list(),
-        accept=",".join(UPLOAD_CONTENT_TYPES),
+        types=formats.labels(),
+        accept=",".join(formats.upload_types()),
         deletion_enabled=settings.deletion_enabled,
         asset=asset_url,
     )
 
 
-def page_response(first_page: dict[str, Any], settings: Settings, origins: dict[str, str]) -> Response:
+def page_response(first_page: dict[str, Any], settings: Settings) -> Response:
     """``GET /``: the gallery page with its Content-Security-Policy."""
     return Response(
         body=render_page(first_page, settings),
         status_code=200,
         headers={
             "Content-Type": "text/html; charset=utf-8",
-            "Content-Security-Policy": content_security_policy(origins),
+            "Content-Security-Policy": content_security_policy(origins(storage.endpoint_urls(settings))),
         },
     )
 

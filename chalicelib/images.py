@@ -86,10 +86,14 @@ def page(params: dict[str, str] | None, settings: Settings) -> dict[str, Any]:
 def get(image_id: str, settings: Settings) -> dict[str, Any]:
     """``GET /images/{id}``: one image, or pending when only its upload exists yet."""
     _check_id(image_id)
-    record = storage.get_record(image_id, settings)
+    objects = storage.image_objects(image_id, settings)
+    if any(storage.is_tombstone(obj["Key"]) for obj in objects):
+        raise _not_found(image_id)  # deleted, whatever a late delivery or a reused grant did since
+    record = storage.image_state(image_id, objects)
     if record is None:
         upload = storage.head_upload(storage.upload_key(image_id), settings)
-        if upload is None:
+        # Only an object a grant for this id could have written is this image's upload.
+        if upload is None or storage.granted_id(upload.key, upload.last_modified, settings) != image_id:
             raise _not_found(image_id)
         record = storage.Record(id=image_id, status="pending", filename=upload.filename, bytes=upload.size)
     return to_json(record, settings)

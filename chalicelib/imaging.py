@@ -1,11 +1,22 @@
-"""Bytes in, renditions out: sniff, check limits, decode once, orient, colour-manage, resize, encode.
+"""Bytes in, renditions out: one decode per upload, then a rendition for every box. No AWS here.
 
-No AWS here. The policy is in DESIGN.md ("Image policy"); docs/imaging.md has the measurements
-behind the numbers below (JPEG quality, reducing gaps) and the per-case decisions on damaged files.
+The pipeline, in order (``render`` and its two halves ``_render_still`` / ``_render_animation``
+below are short lists of these calls; the sections of this module follow the same order):
+
+1. ``_open``            sniff the bytes, read the header, check every limit before any pixel
+2. ``_decode``          decode once, shrinking on load where the format allows (``shrink.py``)
+3. ``_late_orientation`` / ``_sizes``   settle the EXIF orientation and each box's size
+4. ``_reduce_towards``  box-reduce the decode towards each box, in working mode, band by band
+5. ``_resize_colour_rotate``  Lanczos to the exact size, ICC profile to sRGB, EXIF orientation
+6. ``_encode_rendition`` / the animation encoders   JPEG, PNG or WebP, nothing but pixels
+
+docs/imaging.md has the policy per case, the measurements behind the numbers below (JPEG
+quality, reducing gaps, memory) and the decisions on damaged files.
 
 Memory is bounded on purpose: limits are checked from the header before any pixel is decoded,
-JPEGs are decoded at reduced scale, mode conversions run band by band on the reduced image,
-and animation frames stream straight into the encoders instead of piling up in lists.
+JPEGs and WebPs are decoded at reduced scale, mode conversions run band by band on the way into
+the reduce, the full-size decode is freed before the Lanczos passes and the encoders, and
+animation frames stream straight into the encoders instead of piling up in lists.
 """
 
 from __future__ import annotations
@@ -13,17 +24,19 @@ from __future__ import annotations
 import io
 import itertools
 import os
-import re
 import struct
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from PIL import Image, ImageCms, ImageFile, features
+from PIL import Image, ImageCms, ImageFile
 
+from . import formats, shrink
 from .errors import ImageshelfError, too_large
+from .formats import Format
+from .shrink import Box
 from .timing import Stopwatch
 
 # ---------------------------------------------------------------------------------------------
@@ -56,27 +69,9 @@ MAX_JPEG_COEF_BYTES = 160 * 1024 * 1024
 WORKERS = min(4, os.cpu_count() or 1)
 _POOL: ThreadPoolExecutor | None = None
 
-CONTENT_TYPES = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "GIF": "image/gif",
-    "WEBP": "image/webp",
-    "TIFF": "image/tiff",
-    "BMP": "image/bmp",
-}
-if features.check("avif"):
-    CONTENT_TYPES["AVIF"] = "image/avif"
-_PILLOW_FORMATS = {"JPEG": ["JPEG"], "MPO": ["JPEG"]}  # MPO (phone cameras) is a JPEG to users
-ANIMATABLE = {"GIF", "WEBP", "PNG"}  # GIF, animated WebP, APNG -> animated WebP renditions
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+
+# ---------------------------------------------------------------------------------------------
+# Public: limits, what comes in, what goes out, and the entry points
 
 
 @dataclass(frozen=True)
@@ -98,14 +93,69 @@ class SourceInfo:
 
 
 @dataclass(frozen=True)
-class Rendition:
+class Encoded:
+    """One encoded output image (a rendition's bytes before storage names it)."""
+
     data: bytes
     width: int
     height: int
-    content_type: str
-    extension: str
+    format: Format
     animated: bool = False
-    frames: int = 1  # frames in this rendition; 1 with SourceInfo.frames > 1 means "first frame only"
+    frames: int = 1  # frames in this output; 1 with SourceInfo.frames > 1 means "first frame only"
+
+    @property
+    def content_type(self) -> str:
+        return self.format.mime
+
+    @property
+    def extension(self) -> str:
+        return self.format.extension
+
+
+def render(data: bytes, boxes: Sequence[tuple[int, int]], limits: Limits = Limits(),
+           timings: dict[str, float] | None = None) -> tuple[SourceInfo, list[Encoded]]:  # fmt: skip
+    """Decode ``data`` once and return one rendition per box, in the order of ``boxes``.
+
+    Each rendition fits its box keeping aspect ratio and is never enlarged; EXIF orientation is
+    applied, colours converted to sRGB, all metadata dropped. Opaque images become progressive
+    JPEG, transparent ones PNG or lossless WebP (the smaller), animated GIF/WebP/APNG animated WebP.
+    Every refusal is an ImageshelfError with a stable code. ``timings``, if given, receives the
+    milliseconds spent to ``decode``, ``resize`` and ``encode`` (an animation's frames are decoded
+    and fed to the encoder while they are resized, so that time counts as ``resize``).
+    """
+    if not boxes:
+        raise ValueError("render() needs at least one box")
+    clock = Stopwatch(timings)
+    with clock("decode"):
+        opened = _open(data, limits)
+    try:
+        if _is_animation(opened):
+            return opened.info, _render_animation(opened, boxes, clock)
+        return _render_still(opened, data, boxes, clock)
+    except ImageshelfError:
+        raise
+    except (MemoryError, Image.DecompressionBombError) as exc:
+        raise _err("corrupt_image", f"The image could not be decoded within memory limits ({exc}).") from None
+    except Exception as exc:
+        raise _corrupt(opened.info.format, exc) from None
+    finally:
+        opened.im.close()
+
+
+def fit(data: bytes, box: tuple[int, int], limits: Limits = Limits()) -> Encoded:
+    """One rendition of ``data`` fitting ``box``: ``render(data, [box])`` for a single size."""
+    return render(data, [box], limits)[1][0]
+
+
+def inspect(data: bytes, limits: Limits = Limits()) -> SourceInfo:
+    """Sniff the type and check every limit from the header, without decoding pixels.
+
+    Raises ImageshelfError (empty_file, file_too_large, not_an_image, unsupported_format,
+    corrupt_image, too_many_pixels, too_many_frames).
+    """
+    opened = _open(data, limits)
+    opened.im.close()
+    return opened.info
 
 
 def fit_size(width: int, height: int, box: tuple[int, int]) -> tuple[int, int]:
@@ -125,7 +175,62 @@ def fit_size(width: int, height: int, box: tuple[int, int]) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sniffing and header limits
+# The two pipelines: a still (one decode shared by every box) and an animation (frame by frame)
+
+
+@dataclass(frozen=True)
+class _Opened:
+    im: ImageFile.ImageFile
+    info: SourceInfo
+    orientation: int  # EXIF orientation 1-8, applied to the pixels last
+
+
+@dataclass(frozen=True)
+class _Size:
+    shown: tuple[int, int]  # the rendition as displayed (after orientation)
+    stored: tuple[int, int]  # the same in the file's own axes, which the pixels are resized in
+
+
+def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]], clock: Stopwatch
+                  ) -> tuple[SourceInfo, list[Encoded]]:  # fmt: skip
+    with clock("decode"):
+        src, box = _decode(opened, data, _decode_size(_sizes(opened, boxes)))
+    opened = _late_orientation(opened, src)
+    sizes = _sizes(opened, boxes)
+    icc = src.info.get("icc_profile")
+    working = _working_mode(src)
+    with clock("resize"):
+        reduced = [_reduce_towards(src, size.stored, box, working) for size in sizes]
+    _free_source(src, opened.im, reduced)
+    del src
+    out = []
+    for size, (image, rbox) in zip(sizes, reduced, strict=True):
+        with clock("resize"):
+            small = _resize_colour_rotate(image, rbox, size.stored, icc, opened.orientation)
+        with clock("encode"):
+            out.append(_encode_rendition(small, size.shown))
+    return opened.info, out
+
+
+def _render_animation(opened: _Opened, boxes: Sequence[tuple[int, int]], clock: Stopwatch) -> list[Encoded]:
+    """Every frame resized for every box in one pass, streamed into one WebP encoder per box."""
+    sizes = _sizes(opened, boxes)
+    encoders = [_AnimationEncoder(opened.im, size.shown) for size in sizes]
+    with warnings.catch_warnings(), clock("resize"):
+        warnings.simplefilter("ignore")
+        for frame, duration in _iter_frames(opened.im, opened.info.frames):
+            icc = frame.info.get("icc_profile")
+            whole: Box = (0.0, 0.0, float(frame.width), float(frame.height))
+            working = _frame_working_mode(frame)
+            for encoder, size in zip(encoders, sizes, strict=True):
+                image, rbox = _reduce_towards(frame, size.stored, whole, working)
+                encoder.add(_resize_colour_rotate(image, rbox, size.stored, icc, opened.orientation), duration)
+    with clock("encode"):
+        return [encoder.finish() for encoder in encoders]
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Open: sniff, read the header, check every limit (no pixel decoded)
 
 
 def _err(code: str, message: str) -> ImageshelfError:
@@ -136,42 +241,61 @@ def _mp(pixels: int) -> str:
     return f"{pixels / 1e6:.1f} MP"
 
 
-def _sniff(data: bytes) -> tuple[str | None, str | None]:
-    """(allowed Pillow format, None) or (None, name of a refused format) or (None, None)."""
-    head = data[:64]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG", None
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG", None
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF", None
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP", None
-    if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
-        return "TIFF", None
-    if head[:2] == b"BM" and len(head) >= 18 and struct.unpack("<I", head[14:18])[0] in (
-        12, 16, 40, 52, 56, 64, 108, 124):  # fmt: skip
-        return "BMP", None
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis") and "AVIF" in CONTENT_TYPES:
-            return "AVIF", None
-        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif",
-                     b"avis"):  # fmt: skip
-            return None, "HEIF/AVIF" if brand.startswith(b"av") else "HEIC"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    for magic, name in (
-        (b"%pdf", "PDF"), (b"%!ps", "EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"8bps", "PSD"),
-        (b"\0\0\1\0", "ICO"), (b"\0\0\2\0", "CUR"), (b"icns", "ICNS"), (b"qoif", "QOI"), (b"dds ", "DDS"),
-        (b"\xff\x0a", "JPEG XL"), (b"\0\0\0\x0cjxl ", "JPEG XL"), (b"\0\0\0\x0cjp  ", "JPEG 2000"),
-        (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"gimp xcf", "XCF"), (b"v/1\x01", "OpenEXR"),
-        (b"#?radiance", "HDR"),
-    ):  # fmt: skip
-        if text.startswith(magic):
-            return None, name
-    if text.startswith((b"<svg", b"<?xml")) and b"<svg" in data[:4096].lower():
-        return None, "SVG"
-    return None, None
+def _open(data: bytes, limits: Limits) -> _Opened:
+    if not data:
+        raise _err("empty_file", "The file is empty (0 bytes).")
+    if len(data) > limits.max_bytes:
+        raise too_large(len(data), limits.max_bytes)
+    sniffed, refused = formats.sniff(data)
+    if sniffed is None:
+        refused = refused or _identify_other(data)
+        if refused:
+            raise _err(
+                "unsupported_format",
+                f"{refused} files are not supported; upload {formats.labels()} instead.",
+            )
+        raise _err("not_an_image", "The file is not an image (its bytes match no image format).")
+    fmt = sniffed.name
+    if fmt == "WEBP" and (canvas := _webp_canvas(data)):
+        _check_pixels(*canvas, 1, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: our own limit applies below
+            im = Image.open(io.BytesIO(data), formats=list(dict.fromkeys((fmt, *sniffed.pillow))))
+    except Image.DecompressionBombError as exc:
+        raise _err("too_many_pixels", f"The image is far too large ({exc}); the limit is "
+                   f"{_mp(limits.max_pixels)}.") from None  # fmt: skip
+    except Exception as exc:
+        raise _err("corrupt_image", f"The file looks like {fmt} but its header is damaged or "
+                   f"truncated ({type(exc).__name__}).") from None  # fmt: skip
+    try:
+        w, h = im.size
+        frames = _frames(im, fmt, data, limits.max_frames + 1)
+        if frames > limits.max_frames:
+            raise _err(
+                "too_many_frames",
+                f"The image has more than {limits.max_frames} frames; the limit is {limits.max_frames}.",
+            )
+        animated = sniffed.animated and frames > 1
+        _check_pixels(w, h, frames if animated else 1, limits)
+        if fmt == "JPEG":
+            _check_jpeg(im, data)
+        # Pillow's TIFF loader applies the orientation itself (size already swapped); others don't.
+        orientation = 1 if fmt == "TIFF" else _orientation(im)
+    except ImageshelfError:
+        im.close()
+        raise
+    except Exception as exc:
+        im.close()
+        raise _err("corrupt_image", f"The {fmt} header could not be read ({type(exc).__name__}).") from None
+    if orientation >= 5:
+        w, h = h, w
+    return _Opened(im, SourceInfo(fmt, sniffed.mime, w, h, frames), orientation)
+
+
+def _is_animation(opened: _Opened) -> bool:
+    info = opened.info
+    return info.frames > 1 and info.format in formats.ANIMATED and bool(getattr(opened.im, "is_animated", False))
 
 
 def _identify_other(data: bytes) -> str | None:
@@ -183,6 +307,21 @@ def _identify_other(data: bytes) -> str | None:
                 return im.format
     except Exception:
         return None
+
+
+def _check_pixels(w: int, h: int, frames: int, limits: Limits) -> None:
+    if w < 1 or h < 1:
+        raise _err("corrupt_image", f"The image declares an empty size ({w}x{h}).")
+    if w * h * frames <= limits.max_pixels:
+        return
+    if frames == 1:
+        msg = f"The image is {w}x{h} ({_mp(w * h)}); the limit is {_mp(limits.max_pixels)}."
+    else:
+        msg = (
+            f"The animation is {w}x{h} with {frames} frames ({_mp(w * h * frames)} in all); "
+            f"the limit is {_mp(limits.max_pixels)}."
+        )
+    raise _err("too_many_pixels", msg)
 
 
 def _webp_canvas(data: bytes) -> tuple[int, int] | None:
@@ -197,6 +336,14 @@ def _webp_canvas(data: bytes) -> tuple[int, int] | None:
     if chunk == b"VP8X" and len(data) >= 30:
         return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
     return None
+
+
+def _frames(im: ImageFile.ImageFile, fmt: str, data: bytes, cap: int) -> int:
+    if fmt == "GIF":
+        return max(1, _gif_frames(data, cap))
+    if fmt == "TIFF":
+        return _tiff_pages(data, cap)
+    return int(getattr(im, "n_frames", 1) or 1)
 
 
 def _gif_frames(data: bytes, cap: int) -> int:
@@ -247,18 +394,76 @@ def _tiff_pages(data: bytes, cap: int) -> int:
     return max(1, len(seen))
 
 
-def _frames(im: ImageFile.ImageFile, fmt: str, data: bytes, cap: int) -> int:
-    if fmt == "GIF":
-        return max(1, _gif_frames(data, cap))
-    if fmt == "TIFF":
-        return _tiff_pages(data, cap)
-    return int(getattr(im, "n_frames", 1) or 1)
+def _check_jpeg(im: ImageFile.ImageFile, data: bytes) -> None:
+    """What a JPEG's header promises, against what decoding it would cost and what the file holds.
+
+    A progressive JPEG's coefficient buffers must fit MAX_JPEG_COEF_BYTES. And the scans must be
+    able to hold the picture at all: in a Huffman-coded JPEG every 8x8 block of every component
+    costs at least one bit (its DC difference has a code of at least one bit), so scan data
+    shorter than that is certainly missing, and libjpeg would fill the gap with flat grey. A flat
+    colour photo still takes about two bits per block (docs/imaging.md), twice this floor.
+    """
+    blocks = _jpeg_blocks(im)
+    w, h = im.size
+    if im.info.get("progressive") or im.info.get("progression"):
+        coef = blocks * 128  # 64 coefficients of 2 bytes
+        if coef > MAX_JPEG_COEF_BYTES:
+            raise _err(
+                "too_many_pixels",
+                f"The image is a {w}x{h} progressive JPEG whose decoding needs {coef // 2**20} MB; "
+                f"the limit is {MAX_JPEG_COEF_BYTES // 2**20} MB. Save it as a baseline JPEG or smaller.",
+            )
+    scans = _jpeg_scans(data)
+    if scans is not None and scans[0] in _HUFFMAN_SOF and (held := len(data) - scans[1]) * 8 < blocks:
+        raise _err(
+            "corrupt_image",
+            f"The JPEG declares {w}x{h} pixels but holds {held} bytes of image data, and a complete "
+            f"one needs at least {-(-blocks // 8)}: the file is damaged or truncated. Upload the "
+            "complete file.",
+        )
 
 
-def _orientation(im: ImageFile.ImageFile) -> int:
-    """EXIF orientation 1-8 from the header; anything invalid or unreadable counts as 1."""
+def _jpeg_blocks(im: ImageFile.ImageFile) -> int:
+    """8x8 blocks over all components of a JPEG (each component at its own sampling)."""
+    layers = getattr(im, "layer", None) or [("", 1, 1, 0)] * len(im.getbands())
+    hmax = max(layer[1] for layer in layers) or 1
+    vmax = max(layer[2] for layer in layers) or 1
+    total = 0
+    for _, h, v, _ in layers:
+        total += -(-im.width * h // (8 * hmax)) * -(-im.height * v // (8 * vmax))
+    return total
+
+
+_HUFFMAN_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3))  # not arithmetic coding, which can go below a bit
+
+
+def _jpeg_scans(data: bytes) -> tuple[int, int] | None:
+    """(SOF marker, offset where the first scan's data starts), walking the header segments.
+
+    None when the header is not a clean chain of segments (Pillow may still read it; then the
+    size check above is skipped rather than guessed).
+    """
+    pos, end, sof = 2, len(data), 0
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:
+            return (sof, pos + 2 + length) if sof else None
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # DHT, JPG, DAC are not frames
+            sof = marker
+        pos += 2 + length
+    return None
+
+
+def _orientation(im: Image.Image) -> int:
+    """EXIF orientation 1-8; anything invalid or unreadable counts as 1."""
     if im.format == "PNG" and "exif" not in im.info:
-        return 1  # reading a late eXIf chunk would decode the pixels; render() looks again later
+        return 1  # reading a late eXIf chunk would decode the pixels; _late_orientation looks again
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -268,277 +473,26 @@ def _orientation(im: ImageFile.ImageFile) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _jpeg_coef_bytes(im: ImageFile.ImageFile) -> int:
-    """Bytes libjpeg needs for the coefficient buffers of a progressive JPEG (0 for baseline)."""
-    if not (im.info.get("progressive") or im.info.get("progression")):
-        return 0
-    layers = getattr(im, "layer", None) or [("", 1, 1, 0)] * len(im.getbands())
-    hmax = max(layer[1] for layer in layers) or 1
-    vmax = max(layer[2] for layer in layers) or 1
-    total = 0
-    for _, h, v, _ in layers:
-        bw = -(-im.width * h // (8 * hmax))
-        bh = -(-im.height * v // (8 * vmax))
-        total += bw * bh * 128
-    return total
-
-
-@dataclass
-class _Opened:
-    im: ImageFile.ImageFile
-    info: SourceInfo
-    orientation: int
-
-
-def _open(data: bytes, limits: Limits) -> _Opened:
-    if not data:
-        raise _err("empty_file", "The file is empty (0 bytes).")
-    if len(data) > limits.max_bytes:
-        raise too_large(len(data), limits.max_bytes)
-    fmt, refused = _sniff(data)
-    if fmt is None:
-        refused = refused or _identify_other(data)
-        if refused:
-            raise _err(
-                "unsupported_format",
-                f"{refused} files are not supported; upload {', '.join(CONTENT_TYPES)} instead.",
-            )
-        raise _err("not_an_image", "The file is not an image (its bytes match no image format).")
-    if fmt == "WEBP" and (canvas := _webp_canvas(data)):
-        _check_pixels(*canvas, 1, limits)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DecompressionBombWarning: our own limit applies below
-            im = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS.get(fmt, [fmt]))
-    except Image.DecompressionBombError as exc:
-        raise _err("too_many_pixels", f"The image is far too large ({exc}); the limit is "
-                   f"{_mp(limits.max_pixels)}.") from None  # fmt: skip
-    except Exception as exc:
-        raise _err("corrupt_image", f"The file looks like {fmt} but its header is damaged or "
-                   f"truncated ({type(exc).__name__}).") from None  # fmt: skip
-    try:
-        w, h = im.size
-        frames = _frames(im, fmt, data, limits.max_frames + 1)
-        if frames > limits.max_frames:
-            raise _err(
-                "too_many_frames",
-                f"The image has more than {limits.max_frames} frames; the limit is {limits.max_frames}.",
-            )
-        animated = fmt in ANIMATABLE and frames > 1
-        _check_pixels(w, h, frames if animated else 1, limits)
-        if fmt == "JPEG" and (coef := _jpeg_coef_bytes(im)) > MAX_JPEG_COEF_BYTES:
-            raise _err(
-                "too_many_pixels",
-                f"The image is a {w}x{h} progressive JPEG whose decoding needs {coef // 2**20} MB; "
-                f"the limit is {MAX_JPEG_COEF_BYTES // 2**20} MB. Save it as a baseline JPEG or smaller.",
-            )
-        # Pillow's TIFF loader applies the orientation itself (size already swapped); others don't.
-        orientation = 1 if fmt == "TIFF" else _orientation(im)
-    except ImageshelfError:
-        im.close()
-        raise
-    except Exception as exc:
-        im.close()
-        raise _err("corrupt_image", f"The {fmt} header could not be read ({type(exc).__name__}).") from None
-    if orientation >= 5:
-        w, h = h, w
-    fmt = "JPEG" if fmt == "MPO" else fmt
-    return _Opened(im, SourceInfo(fmt, CONTENT_TYPES[fmt], w, h, frames), orientation)
-
-
-def _check_pixels(w: int, h: int, frames: int, limits: Limits) -> None:
-    if w < 1 or h < 1:
-        raise _err("corrupt_image", f"The image declares an empty size ({w}x{h}).")
-    if w * h * frames <= limits.max_pixels:
-        return
-    if frames == 1:
-        msg = f"The image is {w}x{h} ({_mp(w * h)}); the limit is {_mp(limits.max_pixels)}."
-    else:
-        msg = (
-            f"The animation is {w}x{h} with {frames} frames ({_mp(w * h * frames)} in all); "
-            f"the limit is {_mp(limits.max_pixels)}."
-        )
-    raise _err("too_many_pixels", msg)
-
-
-def inspect(data: bytes, limits: Limits = Limits()) -> SourceInfo:
-    """Sniff the type and check every limit from the header, without decoding pixels.
-
-    Raises ImageshelfError (empty_file, file_too_large, not_an_image, unsupported_format,
-    corrupt_image, too_many_pixels, too_many_frames).
-    """
-    opened = _open(data, limits)
-    opened.im.close()
-    return opened.info
-
-
 # ---------------------------------------------------------------------------------------------
-# Decoding
+# 2. Decode once, shrinking on load where the format allows it
 
 
-class _WebPScaled:
-    """libwebp's own scaled decoding (the library Pillow bundles), for still WebPs.
-
-    Pillow decodes a WebP at full size through the animation decoder, which holds the canvas
-    twice plus two copies of the pixels (about 16 bytes per pixel). libwebp can rescale while it
-    decodes, row by row, so a 25 MP WebP costs a few MB and decodes faster. Optional: if the
-    library or its ABI is not what we expect, Pillow's path is used.
-    """
-
-    def __init__(self) -> None:
-        import ctypes
-        import glob
-
-        libs = os.path.join(os.path.dirname(os.path.dirname(Image.__file__)), "pillow.libs")
-        found = sorted(glob.glob(os.path.join(libs, "libwebp-*.so*")))
-        self.lib = ctypes.CDLL(found[0]) if found else None
-        c = ctypes
-        ints = lambda *names: tuple((n, c.c_int) for n in names)  # noqa: E731
-        features = type(
-            "Features",
-            (c.Structure,),
-            {
-                "_fields_": (
-                    *ints("width", "height", "has_alpha", "has_animation", "format"),
-                    ("pad", c.c_uint32 * 5),
-                )
-            },
-        )
-        rgba = type(
-            "RGBA",
-            (c.Structure,),
-            {"_fields_": (("rgba", c.c_void_p), ("stride", c.c_int), ("size", c.c_size_t))},
-        )
-        yuva = type(
-            "YUVA",
-            (c.Structure,),
-            {
-                "_fields_": (
-                    *((n, c.c_void_p) for n in "yuva"),
-                    *ints("ys", "us", "vs", "as"),
-                    *((n, c.c_size_t) for n in ("yz", "uz", "vz", "az")),
-                )
-            },
-        )
-        union = type("U", (c.Union,), {"_fields_": (("RGBA", rgba), ("YUVA", yuva))})
-        buffer = type(
-            "Buffer",
-            (c.Structure,),
-            {
-                "_fields_": (
-                    *ints("colorspace", "width", "height", "is_external_memory"),
-                    ("u", union),
-                    ("pad", c.c_uint32 * 4),
-                    ("private_memory", c.c_void_p),
-                )
-            },
-        )
-        options = type(
-            "Options",
-            (c.Structure,),
-            {
-                "_fields_": (
-                    *ints(
-                        "bypass_filtering",
-                        "no_fancy_upsampling",
-                        "use_cropping",
-                        "crop_left",
-                        "crop_top",
-                        "crop_width",
-                        "crop_height",
-                        "use_scaling",
-                        "scaled_width",
-                        "scaled_height",
-                        "use_threads",
-                        "dithering_strength",
-                        "flip",
-                        "alpha_dithering_strength",
-                    ),
-                    ("pad", c.c_uint32 * 5),
-                )
-            },
-        )
-        Config = type("Config", (c.Structure,), {"_fields_": (
-            ("input", features), ("output", buffer), ("options", options))})  # fmt: skip
-        self.Config = Config
-        self.ctypes = c
-
-    def decode(self, data: bytes, size: tuple[int, int], alpha: bool) -> Image.Image | None:
-        """Decode ``data`` rescaled to ``size`` (RGB or RGBA), or None if libwebp is unusable."""
-        c, lib = self.ctypes, self.lib
-        if lib is None:
-            return None
-        config = self.Config()
-        if not lib.WebPInitDecoderConfigInternal(c.byref(config), 0x0209):  # WEBP_DECODER_ABI_VERSION
-            return None
-        mode, bpp = ("RGBA", 4) if alpha else ("RGB", 3)
-        out = c.create_string_buffer(size[0] * size[1] * bpp)
-        config.options.use_scaling, config.options.scaled_width, config.options.scaled_height = 1, *size
-        config.output.colorspace = 1 if alpha else 0  # MODE_RGBA / MODE_RGB
-        config.output.is_external_memory = 1
-        config.output.u.RGBA.rgba = c.cast(out, c.c_void_p)
-        config.output.u.RGBA.stride = size[0] * bpp
-        config.output.u.RGBA.size = len(out)
-        status = lib.WebPDecode(data, c.c_size_t(len(data)), c.byref(config))
-        if status != 0:
-            raise OSError(f"libwebp could not decode the image (VP8 status {status})")
-        return Image.frombuffer(mode, size, out, "raw", mode, 0, 1)
+def _decode_size(sizes: Sequence[_Size]) -> tuple[float, float]:
+    """The size to decode at (file axes): the largest box plus DRAFT_GAP of headroom."""
+    return max(s.stored[0] for s in sizes) * DRAFT_GAP, max(s.stored[1] for s in sizes) * DRAFT_GAP
 
 
-@lru_cache(maxsize=1)
-def _webp_scaled() -> _WebPScaled | None:
-    try:
-        return _WebPScaled()
-    except Exception:
-        return None
+def _decode(opened: _Opened, data: bytes, want: tuple[float, float]) -> tuple[Image.Image, Box]:
+    """The first frame's pixels and their valid area: scaled by shrink.py where it can, else whole."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        decoded, box = shrink.shrink_on_load(opened.im, data, opened.info.format, want)
+        if decoded is None:
+            decoded = _load(opened.im, data, opened.info.format, want)
+    return decoded, box
 
 
-_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")  # the first marker after entropy-coded data
-
-
-def _dc_only(im: ImageFile.ImageFile, data: bytes, want: tuple[int, int]) -> ImageFile.ImageFile | None:
-    """For a progressive JPEG decoded at 1/8 scale, reopen it without most of its AC scans.
-
-    At 1/8 libjpeg's IDCT uses only the DC coefficient, so the AC refinement scans (most of the
-    file) are decoded for nothing; dropping them decodes 2-4x faster with the same picture.
-    """
-    if im.decoderconfig[:1] != (8,) or not im.info.get("progressive"):
-        return None
-    parts, pos, end = [data[:2]], 2, len(data)
-    while pos + 4 <= end and data[pos] == 0xFF:
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xD9:
-            break
-        seg_end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker != 0xDA:
-            parts.append(data[pos:seg_end])
-            pos = seg_end
-            continue
-        spectral_start, approx_high = data[seg_end - 3], data[seg_end - 1] >> 4  # Ss, Se, Ah/Al
-        match = _SCAN_END.search(data, seg_end)
-        scan_end = match.start() if match else end
-        # Keep the DC scans and the first pass of the lowest AC band: with no AC data at all,
-        # libjpeg-turbo's block smoothing would visibly adjust the DC values. What remains is
-        # its mild smoothing of partly known blocks: pixel-identical on every corpus photo,
-        # within a few levels on synthetic noise.
-        if spectral_start == 0 or (spectral_start == 1 and approx_high == 0):
-            parts.append(data[pos:scan_end])
-        pos = scan_end
-    parts.append(b"\xff\xd9")
-    try:
-        reopened = Image.open(io.BytesIO(b"".join(parts)), formats=["JPEG"])
-        reopened.draft(None, want)
-    except Exception:
-        return None
-    if reopened.size != im.size or reopened.decoderconfig[:1] != (8,):
-        return None
-    return reopened
-
-
-def _load(im: ImageFile.ImageFile, data: bytes, fmt: str, want: tuple[int, int] | None) -> Image.Image:
+def _load(im: ImageFile.ImageFile, data: bytes, fmt: str, want: tuple[float, float]) -> Image.Image:
     """Decode the first frame, strictly; a JPEG that only lost its tail may be rescued."""
     try:
         im.load()
@@ -547,22 +501,24 @@ def _load(im: ImageFile.ImageFile, data: bytes, fmt: str, want: tuple[int, int] 
         if fmt != "JPEG" or data.endswith(b"\xff\xd9"):
             raise _corrupt(fmt, exc) from None
         first_error = exc
-    # The upload stopped before the JPEG's end marker. Decode what arrived: a progressive JPEG
-    # shows the whole picture (only later refinement is lost), a baseline one fills the missing
-    # rows with flat grey, which we detect and refuse.
-    retry = Image.open(io.BytesIO(data + b"\xff\xd9"), formats=["JPEG"])
-    if want:
-        retry.draft(None, want)
+    # The upload stopped before the JPEG's end marker. Decode what arrived (at the same scale): a
+    # progressive JPEG shows the whole picture (only later refinement is lost), a baseline one
+    # fills the missing rows with flat grey, which we detect and refuse.
+    ended = data + b"\xff\xd9"
+    retry = Image.open(io.BytesIO(ended), formats=["JPEG"])
     try:
-        retry.load()
+        decoded, _ = shrink.shrink_on_load(retry, ended, fmt, want)
+        if decoded is None:
+            retry.load()
+            decoded = retry
     except Exception:
         raise _corrupt(fmt, first_error) from None
-    last_row = retry.crop((0, retry.height - 1, retry.width, retry.height)).getextrema()
+    last_row = decoded.crop((0, decoded.height - 1, decoded.width, decoded.height)).getextrema()
     bands = last_row if isinstance(last_row[0], tuple) else (last_row,)
     if all(lo == hi and lo in (127, 128) for lo, hi in bands):  # type: ignore[union-attr]
         raise _err("corrupt_image", "The JPEG is truncated: the bottom of the picture is missing. "
                    "Upload the complete file.")  # fmt: skip
-    return retry
+    return decoded
 
 
 def _corrupt(fmt: str, exc: BaseException) -> ImageshelfError:
@@ -571,18 +527,45 @@ def _corrupt(fmt: str, exc: BaseException) -> ImageshelfError:
 
 
 # ---------------------------------------------------------------------------------------------
-# Pixels: working modes, reduce, resize, colour
+# 3. Orient: settle the orientation and the sizes; it is applied to the small result (step 5)
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
-def _to_8bit_grey(im: Image.Image) -> Image.Image:
-    if im.mode == "F":
-        hi = im.getextrema()[1]
-        scale = 255.0 if hi <= 1.0 else 1.0  # floats are usually 0..1
-        return im.point(lambda v: v * scale).convert("L")
-    if im.mode != "I":
-        im = im.convert("I")
-    hi = im.getextrema()[1]
-    return im.point(lambda v: v / 257).convert("L") if hi > 255 else im.convert("L")  # type: ignore[operator]
+def _late_orientation(opened: _Opened, src: Image.Image) -> _Opened:
+    """A PNG's eXIf chunk may follow the pixel data, so its orientation is only known now."""
+    if opened.info.format != "PNG" or opened.orientation != 1 or "exif" not in src.info:
+        return opened
+    orientation = _orientation(src)
+    info = opened.info
+    if orientation >= 5:
+        info = replace(info, width=info.height, height=info.width)
+    return replace(opened, info=info, orientation=orientation)
+
+
+def _sizes(opened: _Opened, boxes: Sequence[tuple[int, int]]) -> list[_Size]:
+    """Each box's rendition size, as shown and in the file's own axes."""
+    out = []
+    for box in boxes:
+        w, h = fit_size(opened.info.width, opened.info.height, box)
+        out.append(_Size((w, h), (h, w) if opened.orientation >= 5 else (w, h)))
+    return out
+
+
+def _rotate(im: Image.Image, orientation: int) -> Image.Image:
+    return im.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else im
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Resize: working mode, box reduce (band by band), then one Lanczos pass
 
 
 def _working_mode(im: Image.Image) -> tuple[str, Callable[[Image.Image], Image.Image] | None]:
@@ -609,6 +592,23 @@ def _working_mode(im: Image.Image) -> tuple[str, Callable[[Image.Image], Image.I
     if mode == "LAB":
         return "RGB", lambda x: ImageCms.applyTransform(x, _lab_transform())  # type: ignore[return-value]
     return "RGB", lambda x: x.convert("RGB")  # P, RGBX, YCbCr, HSV, ...
+
+
+def _frame_working_mode(frame: Image.Image) -> tuple[str, Callable[[Image.Image], Image.Image] | None]:
+    # GIF frames after the first are RGB(A) already; a "transparency" left in info is a palette
+    # index that no longer applies, so decide from the mode alone.
+    return _working_mode(frame) if frame.mode in ("P", "L", "LA", "RGBA") else ("RGB", None)
+
+
+def _to_8bit_grey(im: Image.Image) -> Image.Image:
+    if im.mode == "F":
+        hi = im.getextrema()[1]
+        scale = 255.0 if hi <= 1.0 else 1.0  # floats are usually 0..1
+        return im.point(lambda v: v * scale).convert("L")
+    if im.mode != "I":
+        im = im.convert("I")
+    hi = im.getextrema()[1]
+    return im.point(lambda v: v / 257).convert("L") if hi > 255 else im.convert("L")  # type: ignore[operator]
 
 
 def _map[T, R](fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
@@ -641,6 +641,25 @@ def _opaque(im: Image.Image) -> bool:
     return min(lows) >= OPAQUE_ALPHA  # type: ignore[type-var,operator]
 
 
+def _reduce_towards(src: Image.Image, size: tuple[int, int], box: Box,
+                    working: tuple[str, Callable[[Image.Image], Image.Image] | None]
+                    ) -> tuple[Image.Image, Box]:  # fmt: skip
+    """First stage of a fit: box-reduce ``src`` (``box`` is its valid area) towards ``size``,
+    leaving REDUCE_GAP of headroom; returns the reduced image in working mode and its valid box."""
+    mode, convert = working
+    tw, th = size
+    bw, bh = box[2], box[3]
+    room = min(bw / tw, bh / th)
+    gap = LARGE_REDUCE_GAP if src.width * src.height * 4 > WORK_BYTES else REDUCE_GAP
+    factor = max(1, int(room / gap))
+    bpp = 4 if mode in ("RGBa", "CMYK") else len(mode)
+    # Never hold a converted full-size copy over the budget: reduce harder first.
+    while convert and src.width * src.height * bpp // factor**2 > WORK_BYTES and factor * 2 <= room:
+        factor *= 2
+    reduced = _reduce(src, factor, convert, mode)
+    return reduced, (0.0, 0.0, bw / factor, bh / factor)
+
+
 def _reduce(src: Image.Image, factor: int, convert: Callable[[Image.Image], Image.Image] | None,
             mode: str) -> Image.Image:  # fmt: skip
     """Box-reduce by ``factor`` in the working mode, converting band by band (bounded memory)."""
@@ -664,7 +683,51 @@ def _reduce(src: Image.Image, factor: int, convert: Callable[[Image.Image], Imag
     return out
 
 
-def _lanczos(im: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float]) -> Image.Image:
+def _free_source(src: Image.Image, im: ImageFile.ImageFile, reduced: Sequence[tuple[Image.Image, Box]]) -> None:
+    """Free the full-size pixels before the Lanczos passes and the encoders need memory.
+
+    A reduced image that *is* the source keeps it alive (then the source is small anyway).
+    """
+    big = src.width * src.height > 8_000_000
+    if all(image is not src for image, _ in reduced):
+        src.close()
+        im.close()
+    if big:
+        _release_memory()
+
+
+@lru_cache(maxsize=1)
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+def _release_memory() -> None:
+    """Hand freed full-size buffers back to the OS (glibc keeps them otherwise), so the encoders,
+    which run on pool threads with their own malloc arenas, do not stack on top of them."""
+    if trim := _libc_trim():
+        trim(0)
+
+
+def _resize_colour_rotate(reduced: Image.Image, rbox: Box, size: tuple[int, int], icc: bytes | None,
+                          orientation: int) -> Image.Image:  # fmt: skip
+    """Steps 4-5 on a reduced image, for stills and animation frames alike: the Lanczos pass to
+    ``size`` (file axes), the ICC profile to sRGB, then the EXIF orientation (all on few pixels)."""
+    return _rotate(_to_srgb(_lanczos_to(reduced, size, rbox), icc), orientation)
+
+
+def _lanczos_to(reduced: Image.Image, size: tuple[int, int], rbox: Box) -> Image.Image:
+    """Second stage of a fit: the Lanczos pass to the exact size (skipped when already there)."""
+    if reduced.size == size and rbox[2] == size[0] and rbox[3] == size[1]:
+        return reduced.copy()
+    return _lanczos(reduced, size, rbox)
+
+
+def _lanczos(im: Image.Image, size: tuple[int, int], box: Box) -> Image.Image:
     """Lanczos resize, split into horizontal stripes of output rows across the pool.
 
     Pillow's resampler reads source pixels outside ``box`` for the kernel's support, so the
@@ -688,54 +751,8 @@ def _lanczos(im: Image.Image, size: tuple[int, int], box: tuple[float, float, fl
     return out
 
 
-def _shrink(src: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float],
-            working: tuple[str, Callable[[Image.Image], Image.Image] | None]
-            ) -> tuple[Image.Image, tuple[float, float, float, float]]:  # fmt: skip
-    """First stage of a fit: box-reduce ``src`` (``box`` is its valid area) towards ``size``,
-    leaving REDUCE_GAP of headroom; returns the reduced image in working mode and its valid box."""
-    mode, convert = working
-    tw, th = size
-    bw, bh = box[2], box[3]
-    room = min(bw / tw, bh / th)
-    gap = LARGE_REDUCE_GAP if src.width * src.height * 4 > WORK_BYTES else REDUCE_GAP
-    factor = max(1, int(room / gap))
-    bpp = 4 if mode in ("RGBa", "CMYK") else len(mode)
-    # Never hold a converted full-size copy over the budget: reduce harder first.
-    while convert and src.width * src.height * bpp // factor**2 > WORK_BYTES and factor * 2 <= room:
-        factor *= 2
-    reduced = _reduce(src, factor, convert, mode)
-    return reduced, (0.0, 0.0, bw / factor, bh / factor)
-
-
-def _finish(reduced: Image.Image, size: tuple[int, int], rbox: tuple[float, ...]) -> Image.Image:
-    """Second stage: the Lanczos pass to the exact size (skipped when already there)."""
-    if reduced.size == size and rbox[2] == size[0] and rbox[3] == size[1]:
-        return reduced.copy()
-    return _lanczos(reduced, size, rbox)
-
-
-def _resize(src: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float],
-            working: tuple[str, Callable[[Image.Image], Image.Image] | None]) -> Image.Image:  # fmt: skip
-    """Fit ``src`` to ``size`` in working mode (both stages)."""
-    reduced, rbox = _shrink(src, size, box, working)
-    return _finish(reduced, size, rbox)
-
-
-@lru_cache(maxsize=1)
-def _libc_trim() -> Callable[[int], int] | None:
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
-
-
-def _release_memory() -> None:
-    """Hand freed full-size buffers back to the OS (glibc keeps them otherwise), so the encoders,
-    which run on pool threads with their own malloc arenas, do not stack on top of them."""
-    if trim := _libc_trim():
-        trim(0)
+# ---------------------------------------------------------------------------------------------
+# 5. Colour: working mode to an output mode in sRGB, on the small result
 
 
 @lru_cache(maxsize=1)
@@ -785,17 +802,12 @@ def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
 
 
 # ---------------------------------------------------------------------------------------------
-# Encoding
+# 6. Encode: nothing but pixels leaves
 
 
-def _has_alpha(im: Image.Image) -> bool:
-    return im.mode in ("RGBA", "LA") and im.getchannel("A").getextrema()[0] < OPAQUE_ALPHA
-
-
-def _save(im: Image.Image, fmt: str, **params: object) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **params)
-    return buf.getvalue()
+def _encode_rendition(small: Image.Image, shown: tuple[int, int]) -> Encoded:
+    payload, fmt = _encode(_encode_still, small)
+    return Encoded(payload, shown[0], shown[1], fmt, animated=False, frames=1)
 
 
 def _encode[T](encoder: Callable[[Image.Image], T], im: Image.Image) -> T:
@@ -806,7 +818,7 @@ def _encode[T](encoder: Callable[[Image.Image], T], im: Image.Image) -> T:
         raise _err("internal_error", f"Encoding the rendition failed ({type(exc).__name__}: {exc}).") from exc
 
 
-def _encode_still(im: Image.Image) -> tuple[bytes, str, str]:
+def _encode_still(im: Image.Image) -> tuple[bytes, Format]:
     im.info = {}  # resize() copies info (ICC, EXIF, XMP, comments); nothing leaves with the pixels
     if _has_alpha(im):
         # Both lossless, so the same quality: keep the smaller. Efforts measured on the corpus's
@@ -816,104 +828,20 @@ def _encode_still(im: Image.Image) -> tuple[bytes, str, str]:
         png, webp = _map(lambda fmt: _save(im, "PNG", compress_level=3) if fmt == "PNG" else
                          _save(im.convert("RGBA"), "WEBP", lossless=True, quality=20, method=1),
                          ["PNG", "WEBP"])  # fmt: skip
-        return (webp, "image/webp", "webp") if len(webp) < len(png) else (png, "image/png", "png")
+        return (webp, formats.BY_NAME["WEBP"]) if len(webp) < len(png) else (png, formats.BY_NAME["PNG"])
     if im.mode not in ("RGB", "L"):
         im = im.convert("L" if im.mode == "LA" else "RGB")
-    return _save(im, "JPEG", quality=JPEG_QUALITY, progressive=True, optimize=True), "image/jpeg", "jpg"
+    return _save(im, "JPEG", quality=JPEG_QUALITY, progressive=True, optimize=True), formats.BY_NAME["JPEG"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Entry points
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA") and im.getchannel("A").getextrema()[0] < OPAQUE_ALPHA
 
 
-def render(data: bytes, boxes: Sequence[tuple[int, int]], limits: Limits = Limits(),
-           timings: dict[str, float] | None = None) -> tuple[SourceInfo, list[Rendition]]:  # fmt: skip
-    """Decode ``data`` once and return one rendition per box, in the order of ``boxes``.
-
-    Each rendition fits its box keeping aspect ratio and is never enlarged; EXIF orientation is
-    applied, colours converted to sRGB, all metadata dropped. Opaque images become progressive
-    JPEG, transparent ones PNG or lossless WebP (the smaller), animated GIF/WebP/APNG animated WebP.
-    Every refusal is an ImageshelfError with a stable code. ``timings``, if given, receives the
-    milliseconds spent to ``decode``, ``resize`` and ``encode`` (an animation's frames are decoded
-    and fed to the encoder while they are resized, so that time counts as ``resize``).
-    """
-    if not boxes:
-        raise ValueError("render() needs at least one box")
-    clock = Stopwatch(timings)
-    with clock("decode"):
-        opened = _open(data, limits)
-    im, info = opened.im, opened.info
-    try:
-        if info.frames > 1 and info.format in ANIMATABLE and (getattr(im, "is_animated", False)):
-            return info, _render_animation(opened, boxes, clock)
-        return _render_still(opened, data, boxes, clock)
-    except ImageshelfError:
-        raise
-    except (MemoryError, Image.DecompressionBombError) as exc:
-        raise _err("corrupt_image", f"The image could not be decoded within memory limits ({exc}).") from None
-    except Exception as exc:
-        raise _corrupt(info.format, exc) from None
-    finally:
-        im.close()
-
-
-def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]], clock: Stopwatch
-                  ) -> tuple[SourceInfo, list[Rendition]]:  # fmt: skip
-    im, info, orient = opened.im, opened.info, opened.orientation
-    sizes = [fit_size(info.width, info.height, box) for box in boxes]
-    stored = [(h, w) if orient >= 5 else (w, h) for w, h in sizes]  # sizes in the file's own axes
-    full_w, full_h = im.size
-    box: tuple[float, float, float, float] = (0.0, 0.0, float(full_w), float(full_h))
-    want = None
-    src = None
-    if info.format == "WEBP" and (decoder := _webp_scaled()):
-        # Rescale while decoding; leave DRAFT_GAP of headroom for the Lanczos pass, as for JPEG.
-        big = max(stored)
-        scale = min(1.0, DRAFT_GAP * big[0] / full_w, DRAFT_GAP * big[1] / full_h)
-        if scale < 1.0:
-            target = (max(1, round(full_w * scale)), max(1, round(full_h * scale)))
-            src = decoder.decode(data, target, alpha=im.mode == "RGBA")
-            if src is not None:
-                src.info = dict(im.info)
-                box = (0.0, 0.0, float(target[0]), float(target[1]))
-    if info.format == "JPEG":
-        want = (int(max(s[0] for s in stored) * DRAFT_GAP), int(max(s[1] for s in stored) * DRAFT_GAP))
-        if (drafted := im.draft(None, want)) is not None:
-            box = drafted[1]
-            im = _dc_only(im, data, want) or im
-    if src is None:
-        with warnings.catch_warnings(), clock("decode"):
-            warnings.simplefilter("ignore")
-            src = _load(im, data, info.format, want)
-    icc = src.info.get("icc_profile")
-    if info.format == "PNG" and orient == 1 and "exif" in src.info:
-        orient = _orientation(src)  # eXIf after the pixel data: only known now
-        if orient >= 5:
-            info = SourceInfo(info.format, info.content_type, info.height, info.width, info.frames)
-            sizes = [fit_size(info.width, info.height, b) for b in boxes]
-            stored = [(h, w) for w, h in sizes]
-    working = _working_mode(src)
-    with clock("resize"):
-        shrunk = [_shrink(src, stored_size, box, working) for stored_size in stored]
-    # Free the full-size pixels before the Lanczos passes and the encoders need memory (a reduced
-    # image that *is* the source keeps it alive; then the source is small anyway).
-    big = src.width * src.height > 8_000_000
-    if all(reduced is not src for reduced, _ in shrunk):
-        src.close()
-        im.close()
-    del src
-    if big:
-        _release_memory()
-    out = []
-    for size, stored_size, (reduced, rbox) in zip(sizes, stored, shrunk, strict=True):
-        with clock("resize"):
-            small = _to_srgb(_finish(reduced, stored_size, rbox), icc)
-            if orient in _TRANSPOSE:
-                small = small.transpose(_TRANSPOSE[orient])
-        with clock("encode"):
-            payload, ctype, ext = _encode(_encode_still, small)
-        out.append(Rendition(payload, size[0], size[1], ctype, ext, animated=False, frames=1))
-    return info, out
+def _save(im: Image.Image, fmt: str, **params: object) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **params)
+    return buf.getvalue()
 
 
 def _iter_frames(im: ImageFile.ImageFile, checked: int) -> Iterator[tuple[Image.Image, int]]:
@@ -933,41 +861,24 @@ def _iter_frames(im: ImageFile.ImageFile, checked: int) -> Iterator[tuple[Image.
         yield im, int(im.info.get("duration") or 0)
 
 
-def _render_animation(opened: _Opened, boxes: Sequence[tuple[int, int]], clock: Stopwatch) -> list[Rendition]:
-    """Every frame resized for every box in one pass, streamed into one WebP encoder per box."""
-    from PIL import _webp  # Pillow's animation encoder: frames go in one at a time, no frame lists
+class _AnimationEncoder:
+    """One animated WebP rendition: frames go in one at a time, no frame lists in memory."""
 
-    im, info, orient = opened.im, opened.info, opened.orientation
-    sizes = [fit_size(info.width, info.height, box) for box in boxes]
-    loop = im.info.get("loop")
-    loop = 1 if loop is None else int(loop)  # GIF without a NETSCAPE block plays once
-    encoders = [_webp.WebPAnimEncoder(s, 0, loop, False, 3, 5, False, False) for s in sizes]
-    timestamp, count = 0, 0
-    with warnings.catch_warnings(), clock("resize"):
-        warnings.simplefilter("ignore")
-        for frame, duration in _iter_frames(im, info.frames):
-            icc = frame.info.get("icc_profile")
-            # GIF frames after the first are RGB(A) already; a "transparency" left in info is a
-            # palette index that no longer applies, so decide from the mode alone.
-            working = _working_mode(frame) if frame.mode in ("P", "L", "LA", "RGBA") else ("RGB", None)
-            for enc, size in zip(encoders, sizes, strict=True):
-                stored = (size[1], size[0]) if orient >= 5 else size
-                small = _to_srgb(_resize(frame, stored, (0.0, 0.0, *map(float, frame.size)), working), icc)
-                if orient in _TRANSPOSE:
-                    small = small.transpose(_TRANSPOSE[orient])
-                small = small.convert("RGBA")
-                enc.add(small.getim(), timestamp, False, WEBP_QUALITY, 100, 4)
-            timestamp += duration
-            count += 1
-    out = []
-    for enc, size in zip(encoders, sizes, strict=True):
-        with clock("encode"):
-            enc.add(None, timestamp, False, WEBP_QUALITY, 100, 0)
-            payload = enc.assemble(b"", b"", b"")
-        out.append(Rendition(payload, *size, "image/webp", "webp", animated=count > 1, frames=count))
-    return out
+    def __init__(self, im: ImageFile.ImageFile, size: tuple[int, int]) -> None:
+        from PIL import _webp  # Pillow's animation encoder
 
+        loop = im.info.get("loop")
+        loop = 1 if loop is None else int(loop)  # GIF without a NETSCAPE block plays once
+        self.size = size
+        self.encoder = _webp.WebPAnimEncoder(size, 0, loop, False, 3, 5, False, False)
+        self.timestamp, self.count = 0, 0
 
-def fit(data: bytes, box: tuple[int, int], limits: Limits = Limits()) -> Rendition:
-    """One rendition of ``data`` fitting ``box``: ``render(data, [box])`` for a single size."""
-    return render(data, [box], limits)[1][0]
+    def add(self, frame: Image.Image, duration: int) -> None:
+        self.encoder.add(frame.convert("RGBA").getim(), self.timestamp, False, WEBP_QUALITY, 100, 4)
+        self.timestamp += duration
+        self.count += 1
+
+    def finish(self) -> Encoded:
+        self.encoder.add(None, self.timestamp, False, WEBP_QUALITY, 100, 0)
+        payload = self.encoder.assemble(b"", b"", b"")
+        return Encoded(payload, *self.size, formats.BY_NAME["WEBP"], animated=self.count > 1, frames=self.count)

@@ -39,7 +39,7 @@ def from_yaml(path: Path = YAML_PATH) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def to_json(doc: dict[str, Any]) -> str:
+def json_text(doc: dict[str, Any]) -> str:
     """The JSON copy's exact text."""
     return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
 
@@ -47,7 +47,7 @@ def to_json(doc: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``python -m chalicelib.openapi``: rewrite the JSON copy from ``openapi.yaml``."""
     args = sys.argv[1:] if argv is None else argv
-    text = to_json(from_yaml())
+    text = json_text(from_yaml())
     if args == ["--check"]:
         if JSON_PATH.read_text(encoding="utf-8") != text:
             print(f"{JSON_PATH} is out of date: run python -m chalicelib.openapi", file=sys.stderr)

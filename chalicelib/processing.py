@@ -1,23 +1,32 @@
 """The resize handler's work: one uploaded object in, renditions and a status record out.
 
-Storage does the S3 calls and imaging the pixels; this module only orders them so that
-every delivery of an event, duplicated or racing or retried after a crash, ends in the
-same state, and nothing is lost:
+Storage does the S3 calls and imaging the pixels; this module only orders them so that every
+delivery of an event, duplicated, racing, late, retried after a crash or re-driven by the
+reconciler, ends in the same state whatever a delete or an overwrite does meanwhile
+(docs/convergence.md states the invariants):
 
 1. refuse keys outside the watched prefix (the handler can never run on its own output);
 2. HEAD the object: size is checked before any byte is downloaded;
-3. a final record for this version of the original (its ETag) means this event was handled;
-4. write a ``pending`` record (the gallery shows the upload while it is processed);
-5. read, decode and resize, then write every rendition;
-6. write the final ``ready`` (or ``failed``) record last, so an image is listed as ready only
-   once all its renditions exist;
-7. HEAD the original again: deleted meanwhile, remove what was written; replaced meanwhile,
-   leave the image to the replacement's event; otherwise drop every other record and older
-   versions' renditions.
+3. its image: a presigned upload's id is in its key (when a grant could have written it); any
+   other object under ``uploads/`` is copied to an original of its own, ``originals/{id}``, and
+   leaves the inbox, so two uploads to one key are two images that share no bytes;
+4. list the image's keys: a tombstone means it was deleted (the upload, a grant reused after the
+   deletion, is removed and nothing is written); a final record for this version of the original
+   (its ETag) means this event was handled;
+5. mark the image unsettled in the reconciler's index, and write ``pending``;
+6. read, decode and resize, then write every rendition;
+7. write the final ``ready`` (or ``failed``) record last, so an image is listed as ready only once
+   all its renditions exist;
+8. after every write, HEAD the original: deleted meanwhile, remove everything of the image;
+   replaced meanwhile, remove what this version wrote (the replacement's own delivery takes over).
+   A deletion removes the original before it lists what to delete, so whatever was written before
+   a check that still found the original is in that listing, and whatever was written after it is
+   removed by this delivery;
+9. settle: drop every other record and older versions' renditions, and the marker.
 
-S3 errors that survive the client's retries are raised, so Lambda retries the event;
-problems with the image itself are recorded as ``failed`` with a stable code, and the
-original is kept.
+S3 errors that survive the client's retries are raised, so Lambda retries the event (and the
+reconciler re-drives it later, a bounded number of times); problems with the image itself are
+recorded as ``failed`` with a stable code, and the original is kept.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import resource
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -36,6 +46,10 @@ from .timing import Stopwatch
 
 log = logging.getLogger("imageshelf.processing")
 
+# Called after each step with its name (tests put barriers here to interleave deletes, overwrites
+# and other deliveries deterministically); None in production.
+on_step: Callable[[str, Outcome], None] | None = None
+
 
 @dataclass
 class Outcome:
@@ -43,7 +57,8 @@ class Outcome:
 
     key: str
     request_id: str | None = None  # the Lambda invocation's
-    outcome: str = "ignored"  # ready | failed | duplicate | superseded | ignored | retry
+    # ready | failed | duplicate | superseded | deleted | ignored | retry
+    outcome: str = "ignored"
     image_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
@@ -58,6 +73,20 @@ class Outcome:
     def timed(self, stage: str) -> AbstractContextManager[None]:
         """``with outcome.timed("read"):`` adds the block's milliseconds to ``durations_ms``."""
         return Stopwatch(self.durations_ms)(stage)
+
+
+class _Gone(Exception):
+    """The original was deleted or replaced while this delivery worked; it has cleaned up."""
+
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+
+
+def _step(name: str, outcome: Outcome) -> None:
+    if on_step is not None:
+        on_step(name, outcome)
 
 
 def log_json_lines(logger: logging.Logger) -> None:
@@ -79,9 +108,37 @@ def process_upload(
 
     Logs one JSON line to ``line_log`` (the app's log) however it ends, raised errors included.
     """
-    outcome = Outcome(key=key, request_id=request_id)
+    return _logged(
+        Outcome(key=key, request_id=request_id), line_log, lambda o: _process(bucket, key, settings, o)
+    )
+
+
+def process_image(
+    image_id: str,
+    key: str,
+    settings: Settings,
+    request_id: str | None = None,
+    line_log: logging.Logger | None = None,
+) -> Outcome:
+    """Process the image ``image_id`` from its original ``key`` (``uploads/{id}`` or
+    ``originals/{id}``): what the reconciler does for an upload that never settled."""
+
+    def work(outcome: Outcome) -> None:
+        outcome.image_id = image_id
+        with outcome.timed("head"):
+            upload = storage.head_upload(key, settings)
+        if upload is None:
+            outcome.error_message = "the original is gone"
+            return
+        outcome.bytes_in = upload.size
+        _process_original(image_id, upload, settings, outcome)
+
+    return _logged(Outcome(key=key, request_id=request_id), line_log, work)
+
+
+def _logged(outcome: Outcome, line_log: logging.Logger | None, work: Callable[[Outcome], None]) -> Outcome:
     try:
-        _process(bucket, key, settings, outcome)
+        work(outcome)
     except Exception as error:
         outcome.outcome = "retry"  # raised on: Lambda delivers the event again
         outcome.error_message = storage.describe(error)
@@ -107,67 +164,176 @@ def _process(bucket: str, key: str, settings: Settings, outcome: Outcome) -> Non
     if upload is None:
         outcome.error_message = "the object was deleted before it could be processed"
         return
-    outcome.image_id = image_id = storage.id_for_upload(key, upload)
     outcome.bytes_in = upload.size
+    _step("head", outcome)
+    image_id = storage.granted_id(key, upload.last_modified, settings)
+    objects = None
+    if image_id is None:
+        # Put by any S3 client (or named like an id no grant could have made): an image of its own.
+        outcome.image_id = image_id = storage.derived_id(key, upload.etag, upload.last_modified)
+        objects = storage.image_objects(image_id, settings)
+        if any(storage.is_tombstone(obj["Key"]) for obj in objects):
+            # A retry of an upload whose image was deleted since: it must not come back.
+            storage.delete_upload(key, settings, etag=upload.etag)
+            outcome.outcome, outcome.error_message = "deleted", "the image was deleted"
+            return
+        with outcome.timed("claim"):
+            owned = storage.claim_upload(upload, image_id, settings)
+        if owned is None:
+            outcome.outcome = "superseded"
+            outcome.error_message = "the object was replaced before it could be copied; its own event follows"
+            return
+        _step("claimed", outcome)
+        outcome.image_id = image_id
+        _process_original(image_id, owned, settings, outcome, objects)
+        # Settled (or deleted): the inbox copy goes, unless a second upload replaced it meanwhile.
+        storage.release_upload(upload, settings)
+        return
+    outcome.image_id = image_id
+    _process_original(image_id, upload, settings, outcome, objects)
+
+
+def _process_original(
+    image_id: str,
+    upload: storage.UploadObject,
+    settings: Settings,
+    outcome: Outcome,
+    objects: list[dict[str, Any]] | None = None,
+) -> None:
+    """Steps 4 to 9 for the image's own original ``upload`` (``objects``: its keys, if just listed)."""
     version = storage.version_tag(upload.etag)
-    current = storage.get_record(image_id, settings)
-    if current is not None and current.status != "pending" and current.version in (None, version):
+    if objects is None:
+        objects = storage.image_objects(image_id, settings)
+    _step("listed", outcome)
+    if any(storage.is_tombstone(obj["Key"]) for obj in objects):
+        # Deleted: an original here now came through a grant reused after the deletion.
+        storage.delete_upload(upload.key, settings, etag=upload.etag)
+        storage.purge_image(image_id, settings)
+        outcome.outcome, outcome.error_message = "deleted", "the image was deleted"
+        return
+    mine = [r for r in storage.image_records(image_id, objects) if r.version == version]
+    if any(r.status != "pending" for r in mine):
         outcome.outcome = "duplicate"
         return
     pending = storage.Record(
         id=image_id, status="pending", filename=upload.filename, bytes=upload.size, version=version,
-        source_key=key,
+        at=int(upload.last_modified.timestamp()), source_key=upload.key,
     )  # fmt: skip
-    if current is None:
-        storage.put_record(pending, settings)
+
+    def check(remark: bool = False) -> None:
+        _check(upload, image_id, version, settings, remark)
+
     try:
-        final = _render(upload, pending, outcome, settings)
+        storage.mark_unsettled(image_id, upload.key, settings)
+        if not mine:
+            storage.put_record(pending, settings)
+            check()
+        _step("pending", outcome)
+        final = _final_record(upload, pending, outcome, settings, check)
+        with outcome.timed("record"):
+            storage.put_record(final, settings)
+            _step("final", outcome)
+            listed = storage.image_objects(image_id, settings)
+            storage.clear_marker(image_id, settings)
+            check(remark=True)  # a replacement's marker cleared just now is put back
+            storage.settle(image_id, version, settings, listed)
+        _step("settled", outcome)
+    except _Gone as gone:
+        outcome.outcome, outcome.error_message = gone.outcome, gone.message
+        return
+    if final.status == "ready" and settings.delete_originals:
+        storage.delete_upload(upload.key, settings, etag=upload.etag)
+    outcome.outcome = final.status
+    outcome.error_code, outcome.error_message = final.error_code, final.error_message
+
+
+def _check(
+    upload: storage.UploadObject, image_id: str, version: str, settings: Settings, remark: bool
+) -> None:
+    """Raise _Gone, having cleaned up, if the original is no longer the one being processed.
+
+    Deleted (``DELETE /images/{id}``, or by hand): nothing of the image may stay. Replaced (the
+    same grant used again): what this version wrote goes, and the replacement's own delivery
+    takes over (``remark``: its place in the reconciler's index is put back).
+    """
+    now = storage.head_upload(upload.key, settings)
+    if now is not None and now.etag == upload.etag:
+        return
+    if now is None:
+        objects = storage.image_objects(image_id, settings)
+        if settings.delete_originals and any(
+            r.version == version and r.status == "ready" for r in storage.image_records(image_id, objects)
+        ):
+            # DELETE_ORIGINALS: another delivery of this upload finished first and removed it.
+            storage.settle(image_id, version, settings, objects)
+            raise _Gone("duplicate", "another delivery of this upload finished first")
+        storage.purge_image(image_id, settings, objects)
+        raise _Gone("deleted", "the original was deleted while it was processed")
+    storage.purge_version(image_id, version, settings)
+    if remark:
+        storage.mark_unsettled(image_id, upload.key, settings)
+    raise _Gone("superseded", "the original was replaced while it was processed; its own event follows")
+
+
+def _final_record(
+    upload: storage.UploadObject,
+    pending: storage.Record,
+    outcome: Outcome,
+    settings: Settings,
+    check: Callable[[], None],
+) -> storage.Record:
+    """Make and write the renditions: the ``ready`` record, or a ``failed`` one with its code."""
+    try:
+        return _render(upload, pending, outcome, settings, check)
     except ImageshelfError as error:
-        final = replace(pending, status="failed", error_code=error.code, error_message=error.message)
+        return replace(pending, status="failed", error_code=error.code, error_message=error.message)
+    except _Gone:
+        raise
     except Exception as error:
         if storage.is_transient(error):
             raise  # Lambda retries the event; the pending record stays until it succeeds
-        if _superseded(upload, outcome, settings):
-            return
-        log.exception("processing %s failed", key)
-        final = replace(
+        check()  # the read fails once the original is replaced (If-Match) or deleted
+        log.exception("processing %s failed", upload.key)
+        return replace(
             pending,
             status="failed",
             error_code="internal_error",
             error_message=f"Processing failed ({storage.describe(error)}); the original is kept.",
         )
-    with outcome.timed("record"):
-        storage.put_record(final, settings)
-        if _superseded(upload, outcome, settings):
-            return
-        storage.settle(image_id, version, settings)
-    if final.status == "ready" and settings.delete_originals:
-        storage.delete_upload(key, settings)
-    outcome.outcome = final.status
-    outcome.error_code, outcome.error_message = final.error_code, final.error_message
 
 
-def _superseded(upload: storage.UploadObject, outcome: Outcome, settings: Settings) -> bool:
-    """True if the original was deleted or replaced while this delivery worked on it.
-
-    Deleted (``DELETE /images/{id}`` while it was processing): remove what this delivery wrote,
-    so the image does not come back. Replaced (a second upload to the same key): leave the image
-    to the replacement's own event.
-    """
-    now = storage.head_upload(upload.key, settings)
-    if now is not None and now.etag == upload.etag:
-        return False
-    outcome.outcome = "superseded"
-    if now is None:
-        outcome.error_message = "the original was deleted while it was processed"
-        storage.purge_image(outcome.image_id or "", settings)
-    else:
-        outcome.error_message = "the original was replaced while it was processed; its own event follows"
-    return True
+def record_timeout(image_id: str, key: str, attempts: int, settings: Settings) -> Outcome:
+    """The reconciler gives up on an upload after ``attempts`` re-drives: ``processing_timeout``."""
+    outcome = Outcome(key=key, image_id=image_id)
+    upload = storage.head_upload(key, settings)
+    if upload is None:
+        return outcome
+    version = storage.version_tag(upload.etag)
+    failed = storage.Record(
+        id=image_id, status="failed", filename=upload.filename, bytes=upload.size, version=version,
+        at=int(upload.last_modified.timestamp()), source_key=key, error_code="processing_timeout",
+        error_message=f"The image could not be processed after {attempts} attempts; the original is kept. "
+        "Upload it again; if this persists, check the resize function's logs.",
+    )  # fmt: skip
+    try:
+        storage.put_record(failed, settings)
+        listed = storage.image_objects(image_id, settings)
+        storage.clear_marker(image_id, settings)
+        _check(upload, image_id, version, settings, remark=True)
+        storage.settle(image_id, version, settings, listed)
+    except _Gone as gone:
+        outcome.outcome, outcome.error_message = gone.outcome, gone.message
+        return outcome
+    outcome.outcome, outcome.error_code = "failed", "processing_timeout"
+    return outcome
 
 
 def _render(
-    upload: storage.UploadObject, pending: storage.Record, outcome: Outcome, settings: Settings
+    upload: storage.UploadObject,
+    pending: storage.Record,
+    outcome: Outcome,
+    settings: Settings,
+    check: Callable[[], None],
 ) -> storage.Record:
     """Read, check, resize and write renditions; the ``ready`` record to write last."""
     # Pillow is imported here, not at module import: the API function never loads it.
@@ -180,6 +346,7 @@ def _render(
         raise too_large(upload.size, settings.max_upload_bytes)
     with outcome.timed("read"):
         data = storage.read_upload(upload, settings)
+    _step("read", outcome)
     # Fills durations_ms with decode, resize and encode, even when the image is refused.
     info, renditions = imaging.render(
         data, [box for _, box in settings.renditions], limits, timings=outcome.durations_ms
@@ -189,9 +356,11 @@ def _render(
         for (name, _), rendition in zip(settings.renditions, renditions, strict=True):
             size = (rendition.width, rendition.height)
             storage.put_rendition(
-                pending.id, name, rendition.data, size, pending.version or "", rendition.extension, settings
+                pending.id, name, rendition.data, size, pending.version or "", rendition.format, settings
             )
             outcome.bytes_out += len(rendition.data)
+            check()
+            _step(f"rendition:{name}", outcome)
     return replace(
         pending,
         status="ready",

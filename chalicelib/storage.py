@@ -4,8 +4,12 @@ Layout
 ------
 Upload bucket::
 
-    uploads/{id}                      presigned uploads (the server picks id and key)
-    uploads/<anything else>           objects put by any S3 client; the server assigns an id
+    uploads/{id}                      presigned uploads (the server picks id and key): the
+                                      image's original, when the id is plausible for a grant
+    uploads/<anything else>           objects put by any S3 client: an inbox. Each object is
+                                      copied to its own ``originals/{id}`` and then removed
+    originals/{id}                    the original of an image uploaded by any S3 client (outside
+                                      the watched prefix: copying it there triggers nothing)
 
 Images bucket, everything about one image under ``{id}/``::
 
@@ -13,10 +17,17 @@ Images bucket, everything about one image under ``{id}/``::
                                       ETag); ListObjectsV2 gives its size in bytes
     {id}/s/{status}.{fields}          the status record: status and the original's facts in
                                       the key name (base64url JSON), the full record as the body
+    {id}/deleted                      the tombstone: the image was deleted; nothing under {id}/ is
+                                      shown, and nothing is processed for it again
+    ~todo/{id}                        the index of unsettled work: an upload of this id has no
+                                      final record yet (the reconciler's work list; JSON body)
+    ~sweep                            the reconciler's orphan-sweep cursor
 
 Listing a page therefore needs no GET or HEAD per image: one ``ListObjectsV2`` page holds
 every key of about 250 images, and each key name carries what the API shows. Ids sort
-newest-first as strings, so S3's lexicographic listing order is the gallery's order.
+newest-first as strings, so S3's lexicographic listing order is the gallery's order; ``~``
+sorts after every id, so the bookkeeping keys never sit between two images.
+docs/convergence.md says which invariants these keys keep and how each path keeps them.
 """
 
 from __future__ import annotations
@@ -25,25 +36,33 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import re
 import secrets
-import threading
 import time
-import unicodedata
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
-from .config import Settings
+from . import formats
+from .config import Settings, aws_target
 from .errors import too_large
+from .filenames import clean_filename, decode_filename, encode_filename
+from .ttlcache import ExpiringCache
 
 UPLOAD_PREFIX = "uploads/"
+ORIGINALS_PREFIX = "originals/"
+MARKER_PREFIX = "~todo/"
+SWEEP_KEY = "~sweep"
+TOMBSTONE = "deleted"
 _RANK = {"pending": 0, "failed": 1, "ready": 2}  # when records coexist, the higher one holds
+# How long after its id was made a presigned grant's object may still arrive: the URL's life
+# (UPLOAD_URL_EXPIRES) plus this, for a slow upload's transfer and for clock skew. Until then a
+# deleted image's tombstone stays, so a reused grant cannot bring it back.
+GRANT_SLACK = 900
+CLOCK_SKEW = 60  # seconds an id's time may be ahead of S3's clock
 
 # Crockford's base32 alphabet is in ASCII order, so encoded numbers sort like the numbers.
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -58,9 +77,6 @@ _RECORD_KEY = re.compile(r"s/(pending|ready|failed)\.([A-Za-z0-9_-]*)")
 _MAX_KEY_BYTES = 1024
 _LIST_PAGE = 1000
 
-MAX_FILENAME = 255
-_MAX_FILENAME_METADATA = 1024
-CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
 
 
 # --- ids -------------------------------------------------------------------------------
@@ -109,18 +125,45 @@ def is_upload_key(key: str) -> bool:
     return key.startswith(UPLOAD_PREFIX) and len(key) > len(UPLOAD_PREFIX)
 
 
-def id_for_upload(key: str, head: UploadObject) -> str:
-    """The image id of an uploaded object.
+def original_key(image_id: str) -> str:
+    """Where the original of an image uploaded by any S3 client is kept, owned by that image alone."""
+    return f"{ORIGINALS_PREFIX}{image_id}"
 
-    Presigned uploads carry their id in the key. Objects put by other S3 clients get one
-    derived from the object itself (key, ETag, time), so every delivery of the same
-    event, and every racing duplicate, maps to the same image.
+
+def tombstone_key(image_id: str) -> str:
+    return f"{image_id}/{TOMBSTONE}"
+
+
+def marker_key(image_id: str) -> str:
+    return f"{MARKER_PREFIX}{image_id}"
+
+
+def granted_id(key: str, last_modified: datetime, settings: Settings) -> str | None:
+    """The id in ``uploads/{id}`` when a presigned grant could have written the object, else None.
+
+    A grant is made with its id and lives UPLOAD_URL_EXPIRES seconds, so its object's time is
+    at most that (plus GRANT_SLACK) after the id's time, and never before it (beyond clock skew).
+    Any other object whose name happens to be an id (one with a date centuries ahead would pin
+    itself to the top of the gallery) is an ordinary upload and gets an id of its own.
     """
     tail = key[len(UPLOAD_PREFIX) :]
-    if is_id(tail):
-        return tail
-    digest = hashlib.sha256(f"{key}\0{head.etag}".encode("utf-8", "surrogatepass")).digest()
-    return new_id(at=head.last_modified.timestamp(), entropy=digest[:8])
+    if not key.startswith(UPLOAD_PREFIX) or not is_id(tail):
+        return None
+    age = (last_modified - id_created_at(tail)).total_seconds()
+    return tail if -CLOCK_SKEW <= age <= settings.upload_url_expires + GRANT_SLACK else None
+
+
+def derived_id(key: str, etag: str, last_modified: datetime) -> str:
+    """The id of an object put under ``uploads/`` by any S3 client: made from the object itself
+    (key, ETag, time), so every delivery of its event, and every racing duplicate, maps to the same
+    image, while a second upload to the same key (a new time, maybe new bytes) is a new image."""
+    digest = hashlib.sha256(f"{key}\0{etag}".encode("utf-8", "surrogatepass")).digest()
+    return new_id(at=last_modified.timestamp(), entropy=digest[:8])
+
+
+def id_for_upload(key: str, head: UploadObject, settings: Settings) -> str:
+    """The image id of an object under ``uploads/``: the grant's, or one derived from the object."""
+    return granted_id(key, head.last_modified, settings) or derived_id(key, head.etag, head.last_modified)
 
 
 def version_tag(etag: str) -> str:
@@ -169,6 +212,9 @@ class Record:
     error_code: str | None = None
     error_message: str | None = None
     version: str | None = None  # version_tag of the original these facts describe
+    # When that original was written (S3's LastModified, whole seconds): of two versions' records,
+    # the newer original's is shown, whichever finished last.
+    at: int | None = None
     source_key: str | None = None  # kept in the body only (keys may be 1 KiB long)
     renditions: tuple[Rendition, ...] = field(default=(), compare=False)
 
@@ -189,6 +235,7 @@ _KEY_FIELDS = (
     "error_code",
     "error_message",
     "version",
+    "at",
 )
 
 
@@ -225,35 +272,61 @@ def parse_record_key(image_id: str, rest: str) -> Record | None:
         return None
     if not isinstance(fields, dict) or not isinstance(fields.get("filename"), str):
         return None
+    if not isinstance(fields.get("at"), int | None):
+        return None
     return Record(id=image_id, status=match.group(1), **{k: fields.get(k) for k in _KEY_FIELDS})
 
 
 def _parse_rendition_key(key: str, rest: str, size: int) -> Rendition | None:
     match = _RENDITION_KEY.fullmatch(rest)
-    if not match or match.group(5) not in CONTENT_TYPES:
+    fmt = formats.BY_EXTENSION.get(match.group(5)) if match else None
+    if not match or fmt is None or not fmt.output:
         return None
-    name, width, height, version, ext = match.groups()
-    return Rendition(name, key, int(width), int(height), CONTENT_TYPES[ext], size, version)
+    name, width, height, version, _ = match.groups()
+    return Rendition(name, key, int(width), int(height), fmt.mime, size, version)
+
+
+def _parse_objects(
+    image_id: str, objects: Iterable[dict[str, Any]]
+) -> Iterator[tuple[str, Record | Rendition]]:
+    """Each of an image's keys that is a record or a rendition, parsed (others are skipped)."""
+    for obj in objects:
+        rest = obj["Key"][ID_LENGTH + 1 :]
+        parsed: Record | Rendition | None = None
+        if rest.startswith("s/"):
+            parsed = parse_record_key(image_id, rest)
+        elif rest.startswith("r/"):
+            parsed = _parse_rendition_key(obj["Key"], rest, obj.get("Size", 0))
+        if parsed is not None:
+            yield obj["Key"], parsed
+
+
+def is_tombstone(key: str) -> bool:
+    return key[ID_LENGTH:] == f"/{TOMBSTONE}"
+
+
+def image_records(image_id: str, objects: Iterable[dict[str, Any]]) -> list[Record]:
+    """Every status record among an image's keys, whatever its version."""
+    return [parsed for _, parsed in _parse_objects(image_id, objects) if isinstance(parsed, Record)]
 
 
 def image_state(image_id: str, objects: Iterable[dict[str, Any]]) -> Record | None:
-    """The image's state from its keys: a final record wins over pending, and renditions
-    are shown only once the image is ready (the ready record is written last)."""
+    """The image's state from its keys: None once it is deleted (a tombstone); else the record of
+    the newest original (by its time; a final record wins over pending), with that version's
+    renditions only once it is ready (the ready record is written after them)."""
+    objects = list(objects)
+    if any(is_tombstone(obj["Key"]) for obj in objects):
+        return None
     records: list[Record] = []
     renditions: list[Rendition] = []
-    for obj in objects:
-        rest = obj["Key"][ID_LENGTH + 1 :]
-        if rest.startswith("s/"):
-            record = parse_record_key(image_id, rest)
-            if record:
-                records.append(record)
-        elif rest.startswith("r/"):
-            rendition = _parse_rendition_key(obj["Key"], rest, obj["Size"])
-            if rendition:
-                renditions.append(rendition)
+    for _, parsed in _parse_objects(image_id, objects):
+        if isinstance(parsed, Record):
+            records.append(parsed)
+        else:
+            renditions.append(parsed)
     if not records:
         return None
-    best = max(records, key=lambda r: _RANK[r.status])
+    best = max(records, key=lambda r: (r.at or 0, _RANK[r.status], r.version or ""))
     if best.status != "ready":
         return best
     renditions = [r for r in renditions if best.version in (None, r.version)]
@@ -282,17 +355,16 @@ def _client(endpoint_url: str | None, region: str | None) -> Any:
 
 
 def s3() -> Any:
-    """The S3 client. Made on first use (never at import); boto3 reads ``AWS_ENDPOINT_URL``
-    itself, so the same code talks to AWS, the embedded S3, MinIO or LocalStack."""
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return _client(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"), region)
+    """The S3 client. Made on first use (never at import), for the endpoint boto3 itself would use
+    (``AWS_ENDPOINT_URL``), so the same code talks to AWS, the embedded S3, MinIO or LocalStack."""
+    target = aws_target()
+    return _client(target.s3_endpoint, target.region)
 
 
 def reset_clients() -> None:
     """Forget cached clients and signed URLs (tests switch endpoints and credentials between cases)."""
     _client.cache_clear()
-    with _signed_lock:
-        _signed.clear()
+    _signed.clear()
 
 
 _TRANSIENT_CODES = frozenset(
@@ -336,6 +408,12 @@ def _is_missing(error: Exception) -> bool:
     return _error_code(error) in ("404", "NoSuchKey", "NotFound")
 
 
+def _is_precondition(error: Exception) -> bool:
+    """A conditional request whose condition did not hold (S3 answers 412), or that raced another
+    conditional request on the same key (409 ConditionalRequestConflict)."""
+    return _error_code(error) in ("412", "PreconditionFailed", "ConditionalRequestConflict")
+
+
 # --- uploads ---------------------------------------------------------------------------
 
 
@@ -346,26 +424,6 @@ class UploadObject:
     etag: str
     last_modified: datetime
     filename: str
-
-
-def clean_filename(raw: str) -> str:
-    """A filename safe to store and show: no folders, no control characters, <= 255 chars."""
-    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
-    if name in ("", ".", ".."):
-        name = "upload"
-    name = name[:MAX_FILENAME]
-    # S3 allows 2 KB of user metadata; percent-encoding makes a CJK character 9 bytes.
-    stem, dot, extension = name.rpartition(".") if len(name.rpartition(".")[2]) <= 10 else (name, "", "")
-    while len(encode_filename(name)) > _MAX_FILENAME_METADATA and len(stem) > 1:
-        stem = stem[: -max(1, len(stem) // 10)]
-        name = f"{stem}{dot}{extension}"
-    return name
-
-
-def encode_filename(filename: str) -> str:
-    """Filenames travel in S3 metadata, which must be ASCII: percent-encode them."""
-    return quote(filename, safe=" ()[]-_.,~!'")
 
 
 def presign_post(image_id: str, content_type: str, filename: str, settings: Settings) -> dict[str, Any]:
@@ -417,7 +475,7 @@ def head_upload(key: str, settings: Settings) -> UploadObject | None:
             return None
         raise
     meta = head.get("Metadata", {})
-    filename = clean_filename(unquote(meta["filename"]) if meta.get("filename") else key)
+    filename = decode_filename(meta["filename"]) if meta.get("filename") else clean_filename(key)
     return UploadObject(
         key=key,
         size=head["ContentLength"],
@@ -439,8 +497,133 @@ def read_upload(upload: UploadObject, settings: Settings) -> bytes:
     return data
 
 
-def delete_upload(key: str, settings: Settings) -> None:
-    s3().delete_object(Bucket=settings.upload_bucket, Key=key)
+def delete_upload(key: str, settings: Settings, etag: str | None = None) -> bool:
+    """Delete an object of the upload bucket; with ``etag``, only that version of it (S3's
+    conditional delete), so a newer upload to the same key is never removed by mistake.
+    False if it was not there, or held another version."""
+    from botocore.exceptions import ClientError
+
+    condition = {"IfMatch": f'"{etag}"'} if etag else {}
+    try:
+        s3().delete_object(Bucket=settings.upload_bucket, Key=key, **condition)
+    except ClientError as error:
+        if _is_missing(error) or _is_precondition(error):
+            return False
+        raise
+    return True
+
+
+def claim_upload(upload: UploadObject, image_id: str, settings: Settings) -> UploadObject | None:
+    """Give an object put under ``uploads/`` by any S3 client an original of its own.
+
+    Copies exactly this version of it (CopySourceIfMatch) to ``originals/{id}``, outside the
+    watched prefix, so the copy triggers nothing; a copy already there (a retry, a racing
+    duplicate) is the same bytes, as the id is derived from them. The object stays in ``uploads/``
+    until its image has settled (``release_upload``), so a retry still finds it. Returns the owned
+    original (with the upload's own time), or None if the object was replaced or removed before
+    it could be copied: the replacement's own event claims it.
+    """
+    from botocore.exceptions import ClientError
+
+    target = original_key(image_id)
+    owned = head_upload(target, settings)
+    if owned is None:
+        try:
+            copied = s3().copy_object(
+                Bucket=settings.upload_bucket,
+                Key=target,
+                CopySource={"Bucket": settings.upload_bucket, "Key": upload.key},
+                CopySourceIfMatch=f'"{upload.etag}"',
+                IfNoneMatch="*",
+                MetadataDirective="REPLACE",
+                Metadata={"filename": encode_filename(upload.filename)},
+            )["CopyObjectResult"]
+        except ClientError as error:
+            if not (_is_missing(error) or _is_precondition(error)):
+                raise
+            owned = head_upload(target, settings)  # copied meanwhile by a racing duplicate?
+            return None if owned is None else replace(upload, key=target, etag=owned.etag)
+        etag = copied["ETag"].strip('"')
+        if etag != upload.etag:
+            # A multipart upload's copy has a new ETag, and some S3s ignore CopySourceIfMatch:
+            # make sure the inbox still holds the version that was looked at, or give the copy up.
+            now = head_upload(upload.key, settings)
+            if now is None or now.etag != upload.etag:
+                delete_upload(target, settings, etag=etag)
+                return None
+        return replace(upload, key=target, etag=etag)
+    # The upload's own time stays the image's: every delivery's records then have the same keys.
+    return replace(upload, key=target, etag=owned.etag)
+
+
+def release_upload(upload: UploadObject, settings: Settings) -> None:
+    """Remove a claimed object from ``uploads/``, if it still is the version that was claimed."""
+    delete_upload(upload.key, settings, etag=upload.etag)
+
+
+# --- the index of unsettled work ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Marker:
+    """``~todo/{id}``: an upload of this image has no final record yet."""
+
+    image_id: str
+    last_modified: datetime
+
+
+def mark_unsettled(image_id: str, source_key: str, settings: Settings, attempts: int | None = None) -> None:
+    """Put the image in the index of unsettled work, naming the upload to process.
+
+    Without ``attempts`` the marker is only created (a conditional write: If-None-Match), so a
+    delivery never resets the reconciler's count of its attempts; with it, it is overwritten.
+    """
+    from botocore.exceptions import ClientError
+
+    body = json.dumps({"source": source_key, "attempts": attempts or 0}, ensure_ascii=False)
+    condition = {} if attempts is not None else {"IfNoneMatch": "*"}
+    try:
+        s3().put_object(
+            Bucket=settings.images_bucket,
+            Key=marker_key(image_id),
+            Body=body.encode("utf-8", "surrogatepass"),
+            ContentType="application/json",
+            **condition,
+        )
+    except ClientError as error:
+        if not _is_precondition(error):
+            raise
+
+
+def read_marker(image_id: str, settings: Settings) -> dict[str, Any] | None:
+    """The marker's body (``source``, ``attempts``), or None if there is none."""
+    from botocore.exceptions import ClientError
+
+    try:
+        body = s3().get_object(Bucket=settings.images_bucket, Key=marker_key(image_id))["Body"].read()
+    except ClientError as error:
+        if _is_missing(error):
+            return None
+        raise
+    try:
+        marker = json.loads(body)
+    except ValueError:
+        marker = None
+    return marker if isinstance(marker, dict) else {}
+
+
+def clear_marker(image_id: str, settings: Settings) -> None:
+    s3().delete_object(Bucket=settings.images_bucket, Key=marker_key(image_id))
+
+
+def list_markers(settings: Settings) -> list[Marker]:
+    """Every marker of the index: one ListObjectsV2 call per 1,000 unsettled uploads."""
+    return [
+        Marker(obj["Key"][len(MARKER_PREFIX) :], obj["LastModified"])
+        for page in _list(settings, Prefix=MARKER_PREFIX)
+        for obj in page.get("Contents", [])
+        if is_id(obj["Key"][len(MARKER_PREFIX) :])
+    ]
 
 
 # --- renditions and records ------------------------------------------------------------
@@ -452,15 +635,15 @@ def put_rendition(
     data: bytes,
     size: tuple[int, int],
     version: str,
-    extension: str,
+    fmt: formats.Format,
     settings: Settings,
 ) -> str:
-    key = rendition_key(image_id, name, size[0], size[1], version, extension)
+    key = rendition_key(image_id, name, size[0], size[1], version, fmt.extension)
     s3().put_object(
         Bucket=settings.images_bucket,
         Key=key,
         Body=data,
-        ContentType=CONTENT_TYPES[extension],
+        ContentType=fmt.mime,
         # Keys change whenever the pixels do, so a rendition can be cached for good.
         CacheControl="public, max-age=31536000, immutable",
     )
@@ -502,32 +685,44 @@ def get_record(image_id: str, settings: Settings) -> Record | None:
     return image_state(image_id, image_objects(image_id, settings))
 
 
-def settle(image_id: str, version: str, settings: Settings) -> None:
+def settle(
+    image_id: str, version: str, settings: Settings, objects: list[dict[str, Any]] | None = None
+) -> None:
     """Leave one status record, the best one for this version of the original (ready, then
     failed, then pending), and only this version's renditions.
 
-    Every delivery calls this after writing its final record (and checking that its version
-    is still the original's), so whichever of several racing deliveries finishes last removes
-    what the others, or an earlier version of the original, left behind.
+    Every delivery calls this after writing its final record, with the image's keys as listed
+    *before* it checked that its version is still the original's: any other version's keys in
+    that listing were written for an original older than its own (a newer original would have
+    failed the check), so whichever of several racing deliveries finishes last removes what the
+    others, or an earlier version of the original, left behind, and never a newer version's keys.
     """
     records, stale = [], []
-    for obj in image_objects(image_id, settings):
-        rest = obj["Key"][ID_LENGTH + 1 :]
-        record = parse_record_key(image_id, rest)
-        rendition = None if record else _parse_rendition_key(obj["Key"], rest, 0)
-        if record is not None and record.version in (None, version):
-            records.append((_RANK[record.status], obj["Key"]))
-        elif record is not None or (rendition is not None and rendition.version != version):
-            stale.append(obj["Key"])  # another version of the original
+    listed = image_objects(image_id, settings) if objects is None else objects
+    for key, parsed in _parse_objects(image_id, listed):
+        if isinstance(parsed, Record) and parsed.version in (None, version):
+            records.append((_RANK[parsed.status], key))
+        elif parsed.version != version:
+            stale.append(key)  # another version of the original
     _delete_keys(settings.images_bucket, stale + [key for _, key in sorted(records)[:-1]])
 
 
 def purge_image(image_id: str, settings: Settings, objects: list[dict[str, Any]] | None = None) -> None:
-    """Delete every rendition and record of an image (records last, so a retry still finds them)."""
+    """Delete every rendition and record of an image and its marker (records last, so a retry
+    still finds them); a tombstone stays."""
     keys = [o["Key"] for o in (image_objects(image_id, settings) if objects is None else objects)]
+    keys = [k for k in keys if not is_tombstone(k)]
     _delete_keys(
-        settings.images_bucket, [k for k in keys if "/s/" not in k] + [k for k in keys if "/s/" in k]
+        settings.images_bucket,
+        [k for k in keys if "/s/" not in k] + [k for k in keys if "/s/" in k] + [marker_key(image_id)],
     )
+
+
+def purge_version(image_id: str, version: str, settings: Settings) -> None:
+    """Delete the renditions and records of one version of the original (a superseded delivery's)."""
+    stale = [key for key, parsed in _parse_objects(image_id, image_objects(image_id, settings))
+             if parsed.version == version]  # fmt: skip
+    _delete_keys(settings.images_bucket, sorted(stale, key=lambda k: "/s/" in k))
 
 
 def _delete_keys(bucket: str, keys: list[str]) -> None:
@@ -556,22 +751,32 @@ def list_images(limit: int, cursor: str | None, settings: Settings) -> tuple[lis
     # '0' sorts right after '/', so this starts past every key under the cursor's id.
     start = {"StartAfter": f"{cursor}0"} if cursor else {}
     groups: dict[str, list[dict[str, Any]]] = {}
+    records: list[Record] = []
+    judged = 0  # groups judged so far: all but the last are complete (an image's keys are contiguous)
+
+    def judge(upto: int) -> None:
+        nonlocal judged
+        for image_id in list(groups)[judged:upto]:
+            record = image_state(image_id, groups[image_id])  # None: deleted, or nothing to show yet
+            if record:
+                records.append(record)
+        judged = max(judged, upto)
+
     for page in _list(settings, MaxKeys=_LIST_PAGE, **start):
+        ended = not page.get("IsTruncated")
         for obj in page.get("Contents", []):
             image_id = obj["Key"][:ID_LENGTH]
             if is_id(image_id) and obj["Key"][ID_LENGTH : ID_LENGTH + 1] == "/":
                 groups.setdefault(image_id, []).append(obj)
-        # A group after the limit-th proves the limit-th is complete.
-        if len(groups) > limit:
+            elif obj["Key"] >= "~":  # the bookkeeping keys, after every image
+                ended = True
+                break
+        judge(len(groups) if ended else len(groups) - 1)
+        # A shown image after the limit-th proves there is a next page.
+        if ended or len(records) > limit:
             break
-    records = []
-    ids = list(groups)
-    for image_id in ids[:limit]:
-        record = image_state(image_id, groups[image_id])
-        if record:
-            records.append(record)
-    next_cursor = ids[limit - 1] if len(ids) > limit else None
-    return records, next_cursor
+    next_cursor = records[limit - 1].id if len(records) > limit else None
+    return records[:limit], next_cursor
 
 
 def read_record_body(record: Record, settings: Settings) -> dict[str, Any]:
@@ -581,17 +786,75 @@ def read_record_body(record: Record, settings: Settings) -> dict[str, Any]:
 
 
 def delete_image(image_id: str, settings: Settings) -> bool:
-    """Delete the original, every rendition and every record; False if there was nothing."""
+    """Delete the image for good; False if there was nothing (or it was deleted already).
+
+    1. The tombstone first: from then on nothing of the image is listed or shown, and no delivery,
+       retry or reconciliation processes it again (a grant reused after this is refused too).
+    2. The original: a delivery still at work finds it gone after its next write, and removes
+       what it wrote.
+    3. Everything else under ``{id}/`` but the tombstone, listed after 2, so it holds whatever a
+       delivery wrote before its next check could notice 2. The reconciler removes the tombstone
+       once no grant can bring the original back (docs/convergence.md).
+    """
     objects = image_objects(image_id, settings)
-    record = image_state(image_id, objects)
-    source = upload_key(image_id)
-    if record is not None:
-        source = read_record_body(record, settings).get("source_key") or source
-    elif head_upload(upload_key(image_id), settings) is None:
+    if any(is_tombstone(obj["Key"]) for obj in objects):
+        if len(objects) > 1:  # a deletion that stopped half-way: finish it, and still say 404
+            _delete_keys(settings.upload_bucket, [upload_key(image_id), original_key(image_id)])
+            purge_image(image_id, settings)
         return False
-    s3().delete_object(Bucket=settings.upload_bucket, Key=source)
-    purge_image(image_id, settings, objects)
+    if not any(True for _ in _parse_objects(image_id, objects)) and not any(
+        head_upload(key, settings) for key in (upload_key(image_id), original_key(image_id))
+    ):
+        return False
+    deleted_at = datetime.now(UTC).isoformat(timespec="seconds")
+    s3().put_object(
+        Bucket=settings.images_bucket,
+        Key=tombstone_key(image_id),
+        Body=json.dumps({"deleted_at": deleted_at}).encode(),
+        ContentType="application/json",
+    )
+    _delete_keys(settings.upload_bucket, [upload_key(image_id), original_key(image_id)])
+    purge_image(image_id, settings)
     return True
+
+
+@dataclass
+class Listing:
+    """One ListObjectsV2 page of a key range, for the reconciler's sweep."""
+
+    objects: list[dict[str, Any]]
+    truncated: bool
+
+
+def list_range(bucket: str, prefix: str, start_after: str, max_keys: int) -> Listing:
+    """Up to ``max_keys`` keys under ``prefix`` after ``start_after``: one ListObjectsV2 call."""
+    page = s3().list_objects_v2(Bucket=bucket, Prefix=prefix, StartAfter=start_after, MaxKeys=max_keys)
+    return Listing(page.get("Contents", []), bool(page.get("IsTruncated")))
+
+
+def read_sweep_cursor(settings: Settings) -> str:
+    """Where the orphan sweep goes on from: the last image id it judged ('' for the start)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        body = s3().get_object(Bucket=settings.images_bucket, Key=SWEEP_KEY)["Body"].read()
+    except ClientError as error:
+        if _is_missing(error):
+            return ""
+        raise
+    cursor = body.decode("ascii", "replace").strip()
+    return cursor if is_id(cursor) else ""
+
+
+def write_sweep_cursor(cursor: str, settings: Settings) -> None:
+    s3().put_object(
+        Bucket=settings.images_bucket, Key=SWEEP_KEY, Body=cursor.encode(), ContentType="text/plain"
+    )
+
+
+def delete_keys(bucket: str, keys: list[str]) -> None:
+    """Delete keys, 1,000 per DeleteObjects call."""
+    _delete_keys(bucket, keys)
 
 
 # --- URLs ------------------------------------------------------------------------------
@@ -607,42 +870,33 @@ def rendition_url(key: str, settings: Settings) -> str:
     """
     if settings.public_base_url:
         return f"{settings.public_base_url}/{quote(key)}"
-    # Other credentials in the environment (Lambda's are fixed for an instance's life; tests
-    # switch users) or another endpoint sign new URLs.
-    signer = (
-        os.environ.get("AWS_ACCESS_KEY_ID"),
-        os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
-    )
-    cache_key = (settings.images_bucket, key, settings.download_url_expires, signer)
-    now = _now()
-    with _signed_lock:
-        cached = _signed.get(cache_key)
-        if cached and now - cached[1] < settings.download_url_expires / 2:
-            _signed.move_to_end(cache_key)
-            return cached[0]
-    url = s3().generate_presigned_url(
-        "get_object",
-        Params={"Bucket": settings.images_bucket, "Key": key},
-        ExpiresIn=settings.download_url_expires,
-    )
-    with _signed_lock:
-        _signed[cache_key] = (url, now)
-        while len(_signed) > _SIGNED_MAX:
-            _signed.popitem(last=False)
+    # Other credentials (Lambda's are fixed for an instance's life; tests switch users) or another
+    # endpoint sign other URLs.
+    target = aws_target()
+    cache_key = (settings.images_bucket, key, settings.download_url_expires, target.access_key_id,
+                 target.s3_endpoint)  # fmt: skip
+    url = _signed.get(cache_key, settings.download_url_expires / 2)
+    if url is None:
+        url = _signed.put(
+            cache_key,
+            s3().generate_presigned_url(
+                "get_object",
+                Params={"Bucket": settings.images_bucket, "Key": key},
+                ExpiresIn=settings.download_url_expires,
+            ),
+        )
     return url
 
 
-# Presigned rendition URLs by (bucket, key, lifetime, signer), least recently used first:
-# 0.5-1.5 KB each (a session token makes them longer).
-_SIGNED_MAX = 4096
-_now = time.time  # the clock of the cache (tests move it)
-_signed: OrderedDict[tuple[Any, ...], tuple[str, float]] = OrderedDict()
-_signed_lock = threading.Lock()
+# Presigned rendition URLs by (bucket, key, lifetime, signer): 0.5-1.5 KB each (a session token
+# makes them longer).
+_signed: ExpiringCache[str] = ExpiringCache(max_entries=4096)
 
 
-def origins(settings: Settings) -> dict[str, str]:
-    """The origins the gallery talks to: where uploads go and where images come from
-    (for the page's Content-Security-Policy)."""
-    upload = urlsplit(s3().generate_presigned_post(Bucket=settings.upload_bucket, Key=upload_key("x"))["url"])
-    image = urlsplit(rendition_url(f"{'0' * ID_LENGTH}/r/x.1x1.jpg", settings))
-    return {"upload": f"{upload.scheme}://{upload.netloc}", "image": f"{image.scheme}://{image.netloc}"}
+def endpoint_urls(settings: Settings) -> dict[str, str]:
+    """Where browsers reach S3: ``upload``, the URL presigned POSTs go to, and ``image``, the base
+    URL renditions are served from (the public/CDN base, or the images bucket's own URL)."""
+    upload = s3().generate_presigned_post(Bucket=settings.upload_bucket, Key=upload_key("x"))["url"]
+    probe = f"{'0' * ID_LENGTH}/r/x.1x1.jpg"  # quote() leaves it as is
+    image = urlsplit(rendition_url(probe, settings))
+    return {"upload": upload, "image": f"{image.scheme}://{image.netloc}{image.path.removesuffix(probe)}"}

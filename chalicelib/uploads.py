@@ -6,21 +6,26 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import storage
-from .config import UPLOAD_CONTENT_TYPES, Settings
+from . import formats, storage
+from .config import Settings
 from .errors import ImageshelfError, too_large
+from .filenames import clean_filename
 
 _FIELDS = ("filename", "content_type", "size", "method")
 _EXAMPLE = '{"filename": "cat.jpg", "content_type": "image/jpeg", "size": 123456}'
 # Parsed as JSON whatever the client calls it (curl -d sends form-urlencoded).
 REQUEST_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
+# What a client sends when it cannot name the file's type (a browser reports a JPEG without an
+# extension as "", scripts say application/octet-stream): accepted, signed as the latter (what
+# the client is told to send), and judged by the bytes, as every upload is.
+UNNAMED_TYPE = "application/octet-stream"
 
 
 def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
     """Validate an upload request; raises ImageshelfError saying what to send instead."""
     try:
         request = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise ImageshelfError("invalid_request", f"Send a JSON object, for example {_EXAMPLE}.") from None
     if not isinstance(request, dict):
         raise ImageshelfError("invalid_request", f"Send a JSON object, for example {_EXAMPLE}.")
@@ -37,12 +42,12 @@ def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
     content_type = request.get("content_type")
     if not isinstance(content_type, str):
         raise ImageshelfError("invalid_request", "'content_type' is required, e.g. image/jpeg.")
-    content_type = content_type.split(";")[0].strip().lower()
-    if content_type not in UPLOAD_CONTENT_TYPES:
+    content_type = content_type.split(";")[0].strip().lower() or UNNAMED_TYPE
+    if content_type != UNNAMED_TYPE and formats.for_upload(content_type) is None:
         raise ImageshelfError(
             "unsupported_media_type",
             f"{content_type or 'That type'} is not accepted; "
-            f"upload one of: {', '.join(UPLOAD_CONTENT_TYPES)}.",
+            f"upload one of: {', '.join(formats.upload_types())}.",
         )
     method = request.get("method", "post")
     if not isinstance(method, str) or method.lower() not in ("post", "put"):
@@ -53,6 +58,8 @@ def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
         size = int(size)  # 2048.0 is a whole number too (JSON has one number type)
     if size is None and method == "put":
         raise ImageshelfError("invalid_request", "'size' (the file's length in bytes) is required for put.")
+    if size == 0 and not isinstance(size, bool):
+        raise ImageshelfError("empty_file", "The file is empty (0 bytes): pick the photo again.")
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ImageshelfError(
@@ -61,7 +68,7 @@ def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
         if size > settings.max_upload_bytes:
             raise too_large(size, settings.max_upload_bytes)
     return {
-        "filename": storage.clean_filename(filename),
+        "filename": clean_filename(filename),
         "content_type": content_type,
         "size": size,
         "method": method,
@@ -72,6 +79,9 @@ def create(body: bytes | None, settings: Settings) -> dict[str, Any]:
     """Pick an id and key and presign an upload to it: the response of ``POST /uploads``."""
     request = parse_request(body, settings)
     image_id = storage.new_id()
+    # In the reconciler's index from the start: if the upload's event is ever lost, it is still
+    # processed; if the grant is never used, the marker goes when it expires.
+    storage.mark_unsettled(image_id, storage.upload_key(image_id), settings, attempts=0)
     expires_at = datetime.now(UTC) + timedelta(seconds=settings.upload_url_expires)
     response: dict[str, Any] = {"id": image_id, "method": request["method"].upper()}
     if request["method"] == "post":

@@ -184,7 +184,7 @@ class Client:
             },
         )
         self._send(grant, data, filename, content_type, progress)
-        return grant["id"]
+        return str(grant["id"])
 
     def get(self, image_id: str) -> Image:
         """One image by id; ``not_found`` if there is none."""
@@ -247,14 +247,17 @@ class Client:
         if response.status_code != expect:
             raise _api_error(response)
         try:
-            return response.json()
+            body = response.json()
         except ValueError:
+            body = None
+        if not isinstance(body, dict):
             raise ImageshelfError(
                 "invalid_response",
                 f"{method} {path} answered {response.status_code} "
-                "with a body that is not JSON; is the URL an imageshelf API?",
+                "with a body that is not a JSON object; is the URL an imageshelf API?",
                 response.status_code,
-            ) from None
+            )
+        return body
 
     def _request(
         self,
@@ -293,7 +296,7 @@ class Client:
             time.sleep(delay if delay is not None else self._backoff(attempt))
 
     def _backoff(self, attempt: int) -> float:
-        return min(30.0, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        return min(30.0, self.backoff * 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
     def _send(
         self, grant: dict[str, Any], data: bytes, filename: str, content_type: str, progress: Progress | None
@@ -347,7 +350,7 @@ class _Reader:
     def __len__(self) -> int:
         return len(self.body)
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         end = len(self.body) if size is None or size < 0 else self.position + size
         chunk = self.body[self.position : end]
         self.position += len(chunk)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class Page:
         return len(self.images)
 
 
-def _known[T](cls: type[T], data: dict[str, Any]) -> T:
+def _known[T: DataclassInstance](cls: type[T], data: dict[str, Any]) -> T:
     """Build ``cls`` from the fields it knows: a newer server may send more."""
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})

@@ -126,6 +126,23 @@ def webp_header_bomb(width: int = 9000, height: int = 9000) -> bytes:
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
+def jpeg_claiming(width: int, height: int, progressive: bool = False, padding: int = 0) -> bytes:
+    """A real 16x16 JPEG whose frame header (SOF) is patched to declare ``width x height``.
+
+    A few hundred bytes, however large the claim: libjpeg decodes what is there and fills the rest
+    with flat grey. ``padding`` bytes of COM segments go before the frame (metadata, not pixels).
+    """
+    data = save(quadrants((16, 16)), "JPEG", quality=90, progressive=progressive)
+    sof = data.index(b"\xff\xc2" if progressive else b"\xff\xc0")
+    patched = data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
+    comments = b""
+    while padding > 0:
+        body = min(padding, 65533)
+        comments += b"\xff\xfe" + struct.pack(">H", body + 2) + b"c" * body
+        padding -= body
+    return patched[:2] + comments + patched[2:]
+
+
 def animation(fmt: str, colours: list[tuple[int, int, int]], durations: list[int], size=(200, 100),
               loop: int | None = 0) -> bytes:  # fmt: skip
     frames = [Image.new("RGB", size, c) for c in colours]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -319,6 +320,114 @@ def test_a_filename_with_markup_is_shown_as_text(desktop: Any) -> None:
     page.wait_for_timeout(300)
     assert page.locator('img[src="x"]').count() == 0
     assert watch.dialogs == []
+
+
+# --- the tile's one markup ---------------------------------------------------------------
+
+# A card's markup with what may differ between two drawings of the same image left out: the
+# whitespace between elements, the entrance animation of cards added later, and the presigned
+# URLs (storage renews them once half their life is gone).
+SHAPE = """card => {
+  const copy = card.cloneNode(true);
+  copy.classList.remove("is-new");
+  const walker = document.createTreeWalker(copy, NodeFilter.SHOW_TEXT);
+  const blank = [];
+  while (walker.nextNode()) if (!walker.currentNode.textContent.trim()) blank.push(walker.currentNode);
+  blank.forEach((node) => node.remove());
+  for (const node of copy.querySelectorAll("[src], [srcset], [href]")) {
+    for (const name of ["src", "srcset", "href"]) if (node.hasAttribute(name)) node.setAttribute(name, "URL");
+  }
+  return copy.outerHTML;
+}"""
+
+
+def image_file(fmt: str, width: int = 320, height: int = 240) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (40, 120, 200)).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def test_tiles_the_script_draws_are_the_servers_tiles(desktop: Any, tmp_path: Path) -> None:
+    page, _ = desktop
+    suffix = tag()
+    good = tmp_path / f"same-{suffix}.jpg"
+    good.write_bytes(scene(800, 600, seed=4))
+    fake = tmp_path / f"same-fake-{suffix}.jpg"
+    fake.write_text("plain text pretending to be a photo")
+    page.set_input_files("#file-input", [str(good), str(fake)])
+    # Drawn by the script: upload cards that it replaces by a clone of the card template once settled.
+    ready = wait_ready(page, good.name)
+    failed = card(page, fake.name).and_(page.locator('[data-status="failed"]'))
+    failed.wait_for()
+    assert "is-new" in (ready.get_attribute("class") or "")
+    drawn = {name: card(page, name).evaluate(SHAPE) for name in (good.name, fake.name)}
+
+    page.reload()  # now drawn by the server, from the same macro
+    served = {name: card(page, name).evaluate(SHAPE) for name in (good.name, fake.name)}
+    assert "is-new" not in (card(page, good.name).get_attribute("class") or "")
+    assert served == drawn
+    assert 'data-tile="ready"' in served[good.name] and 'data-tile="failed"' in served[fake.name]
+    # The page holds one card template; the grid's tiles never carry the other states' sections.
+    assert page.locator("template").count() == 1
+    assert page.locator("#grid [data-tile]").count() == page.locator("#grid > li.card").count()
+
+
+def test_only_types_a_browser_shows_get_a_local_preview(desktop: Any, stack: Stack) -> None:
+    page, _ = desktop
+    suffix = tag()
+    png, tiff = f"preview-{suffix}.png", f"preview-{suffix}.tiff"
+    # Grants fail for now, so both uploads stay on the page as refused cards with their previews.
+    page.route(
+        f"{stack.url}/uploads",
+        lambda route: route.fulfill(
+            status=503, json={"error": {"code": "internal_error", "message": "try again"}}
+        ),
+    )
+    page.set_input_files(
+        "#file-input",
+        [
+            {"name": png, "mimeType": "image/png", "buffer": image_file("PNG")},
+            {"name": tiff, "mimeType": "image/tiff", "buffer": image_file("TIFF")},
+        ],
+    )
+    for name in (png, tiff):
+        expect(card(page, name)).to_have_attribute("data-status", "refused")
+    preview = card(page, png).locator("img.preview")
+    expect(preview).to_have_count(1)
+    page.wait_for_function("img => img.complete && img.naturalWidth === 320", arg=preview.element_handle())
+    expect(card(page, tiff).locator("img.preview")).to_have_count(0)  # image/tiff is not previewable
+    # Retry (the template's own button) uploads once grants work again.
+    page.unroute(f"{stack.url}/uploads")
+    card(page, png).get_by_role("button", name="Retry").click()
+    wait_ready(page, png)
+    card(page, tiff).get_by_role("button", name=f"Dismiss {tiff}").click()
+    expect(card(page, tiff)).to_have_count(0)
+
+
+def test_a_renewed_url_is_taken_in_place(desktop: Any, stack: Stack) -> None:
+    page, _ = desktop
+    name = f"renewed-{tag()}.jpg"
+    (image_id,) = upload_many(stack, [(name, scene(640, 480, seed=8))])
+    page.reload()
+    found = wait_ready(page, name)
+    found.evaluate("card => { card.dataset.marker = 'drawn before'; }")
+
+    def renewed(route: Any) -> None:
+        # Storage renews a presigned URL once half its life is gone: a new URL for the same bytes.
+        body = route.fetch().json()
+        for image in body["images"]:
+            for rendition in image["renditions"]:
+                rendition["url"] += "#renewed"
+        route.fulfill(json=body)
+
+    page.route("**/images?limit=*", renewed)
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")  # refresh now, not in 5 s
+    img = page.locator(f'#grid > li[data-id="{image_id}"] img')
+    expect(img).to_have_attribute("src", re.compile(r"#renewed$"))
+    assert " 640w" in img.get_attribute("srcset") and "#renewed 640w" in img.get_attribute("srcset")
+    assert found.locator("a.tile").get_attribute("href").endswith("#renewed")
+    assert found.get_attribute("data-marker") == "drawn before", "refilled, not redrawn"
+    page.unroute("**/images?limit=*")
 
 
 # --- browsing -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib import processing, storage
 from chalicelib.config import get_settings
+from chalicelib.filenames import clean_filename
 from tests.support import IMAGES_BUCKET, UPLOAD_BUCKET, jpeg, s3_event
 
 NASTY_KEYS = [
@@ -51,7 +52,7 @@ def test_any_key_under_uploads_is_processed_once_with_its_filename(client: Any, 
     client.lambda_.invoke("resize", s3_event(key))
     image = only_image(client)
     assert image["status"] == "ready", image
-    assert image["original"]["filename"] == storage.clean_filename(key.rsplit("/", 1)[-1])
+    assert image["original"]["filename"] == clean_filename(key.rsplit("/", 1)[-1])
     assert storage.is_id(image["id"])
     assert {r["name"] for r in image["renditions"]} == {"thumb", "large"}
     # the same event again: nothing new, nothing rewritten
@@ -118,8 +119,10 @@ def test_nothing_the_handler_writes_can_trigger_it_again(client: Any, aws: Any) 
     aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/b.txt", Body=b"text")
     client.lambda_.invoke("resize", s3_event("uploads/a.jpg"))
     client.lambda_.invoke("resize", s3_event("uploads/b.txt"))
-    # the upload bucket holds only what clients put there; all output is in the images bucket
-    assert set(keys(aws, UPLOAD_BUCKET)) == set(uploads_before) | {"uploads/a.jpg", "uploads/b.txt"}
+    # each upload moved to an original of its own, outside the watched prefix; all output is in
+    # the images bucket, and nothing is written under uploads/
+    uploads = set(keys(aws, UPLOAD_BUCKET)) - set(uploads_before)
+    assert len(uploads) == 2 and all(k.startswith(storage.ORIGINALS_PREFIX) for k in uploads), uploads
     written = keys(aws, IMAGES_BUCKET)
     assert len(written) == 4  # two renditions and a ready record, one failed record
     assert not any(storage.is_upload_key(k) for k in written)
@@ -142,7 +145,7 @@ def test_oversized_object_is_refused_from_its_head_without_download(
     assert image["error"]["code"] == "file_too_large"
     assert "limit" in image["error"]["message"]
     assert gets == []
-    assert "uploads/big.jpg" in keys(aws, UPLOAD_BUCKET)  # the original is kept
+    assert storage.original_key(image["id"]) in keys(aws, UPLOAD_BUCKET)  # the original is kept
 
 
 def test_empty_object_is_recorded_as_empty_file(client: Any, aws: Any) -> None:
@@ -202,8 +205,9 @@ def test_delete_originals_removes_the_upload_only_after_success(
     aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/bad.jpg", Body=b"nope")
     client.lambda_.invoke("resize", s3_event("uploads/ok.jpg"))
     client.lambda_.invoke("resize", s3_event("uploads/bad.jpg"))
-    assert "uploads/ok.jpg" not in keys(aws, UPLOAD_BUCKET)
-    assert "uploads/bad.jpg" in keys(aws, UPLOAD_BUCKET)  # a failed image keeps its original
+    images = {i["status"]: i["id"] for i in json.loads(client.http.get("/images").body)["images"]}
+    assert set(images) == {"ready", "failed"}
+    assert set(keys(aws, UPLOAD_BUCKET)) == {storage.original_key(images["failed"])}  # a failed image keeps it
 
 
 def test_racing_deliveries_leave_one_set_of_renditions(client: Any, aws: Any) -> None:
@@ -297,7 +301,7 @@ def test_permanent_s3_failure_is_recorded_as_internal_error(client: Any, aws: An
         "code": "internal_error",
         "message": "Processing failed (S3 error AccessDenied); the original is kept.",
     }
-    assert "uploads/denied.jpg" in keys(aws, UPLOAD_BUCKET)
+    assert storage.original_key(image["id"]) in keys(aws, UPLOAD_BUCKET)
 
 
 def _frames(kind: str, count: int) -> bytes:
@@ -365,7 +369,8 @@ def test_an_image_deleted_while_it_is_processed_does_not_come_back(
     client.lambda_.invoke("resize", s3_event(grant["fields"]["key"]))
     assert deleted == [204]
     assert client.http.get(f"/images/{grant['id']}").status_code == 404
-    assert keys(aws, IMAGES_BUCKET) == {}
+    assert list(keys(aws, IMAGES_BUCKET)) == [storage.tombstone_key(grant["id"])]  # only the tombstone
+    assert keys(aws, UPLOAD_BUCKET) == {}
 
 
 def test_an_original_replaced_while_it_is_processed_is_left_to_its_own_event(

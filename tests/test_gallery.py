@@ -1,4 +1,5 @@
-"""chalicelib/gallery.py without a browser: escaping, the CSP, the page's data, the static allow-list."""
+"""chalicelib/gallery.py without a browser: escaping, the CSP, the page's data, the tile's one markup,
+the static allow-list."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from typing import Any
 
 import pytest
 
-from chalicelib import gallery
-from chalicelib.config import Settings
+from chalicelib import formats, gallery, storage
+from chalicelib.config import Settings, get_settings
 from chalicelib.errors import IMAGE_ERROR_CODES, ImageshelfError
 
-ORIGINS = {"upload": "http://127.0.0.1:9000", "image": "https://cdn.example.com"}
+# What storage.endpoint_urls answers on the local stack with a CDN for images.
+ENDPOINTS = {"upload": "http://127.0.0.1:9000/imageshelf-uploads", "image": "https://cdn.example.com/"}
+endpoint_urls = storage.endpoint_urls  # the real one, before the autouse fixture replaces it
 NASTY = "<img src=x onerror=alert(1)>.jpg"
 SCRIPT_BREAK = "</script><script>alert(1)</script>.png"
 
@@ -60,32 +63,60 @@ def image(
     return body
 
 
+@pytest.fixture(autouse=True)
+def endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page asks storage where S3 is; these tests answer without AWS (``aws`` tests ask moto)."""
+    monkeypatch.setattr(storage, "endpoint_urls", lambda settings: dict(ENDPOINTS))
+
+
 def render(*images: dict[str, Any], next_cursor: str | None = None, settings: Settings | None = None) -> Any:
     first_page = {"images": list(images), "next_cursor": next_cursor}
-    return gallery.page_response(first_page, settings or Settings(), ORIGINS)
+    return gallery.page_response(first_page, settings or Settings())
+
+
+VOID = ("img", "input", "link", "meta", "path", "rect", "circle", "br")
 
 
 class Page(HTMLParser):
-    """Every start tag with its attributes, the text of each element id'd, and the config block."""
+    """Every start tag with its attributes, the text of each element id'd, and the config block.
+
+    As in a browser, what a ``<template>`` holds is not part of the page: its tags are in
+    ``templates`` (by the template's id) instead.
+    """
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
         self.tags: list[tuple[str, dict[str, str | None]]] = []
         self.text: dict[str, str] = {}
+        self.templates: dict[str | None, list[tuple[str, dict[str, str | None]]]] = {}
         self._open: list[str | None] = []
+        self._template: str | None = None
+        self._in_template = False
         self.feed(html)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
+        if tag == "template":
+            assert not self._in_template, "templates do not nest here"
+            self._in_template, self._template = True, attributes.get("id")
+            self.templates.setdefault(self._template, [])
+            return
+        if self._in_template:
+            self.templates[self._template].append((tag, attributes))
+            return
         self.tags.append((tag, attributes))
-        if tag not in ("img", "input", "link", "meta", "path", "rect", "circle", "br"):
+        if tag not in VOID:
             self._open.append(attributes.get("id"))
 
     def handle_endtag(self, tag: str) -> None:
-        if tag not in ("img", "input", "link", "meta", "path", "rect", "circle", "br") and self._open:
+        if tag == "template":
+            self._in_template = False
+        elif not self._in_template and tag not in VOID and self._open:
             self._open.pop()
 
     def handle_data(self, data: str) -> None:
+        if self._in_template:
+            return
         for element_id in self._open:
             if element_id:
                 self.text[element_id] = self.text.get(element_id, "") + data
@@ -299,34 +330,234 @@ def test_the_script_never_writes_html_from_strings() -> None:
         assert sink not in script, sink
 
 
-def test_the_script_draws_cards_with_the_templates_classes() -> None:
-    # templates/card.html and buildCard() in gallery.js must stay the same markup.
-    template = (gallery.TEMPLATES_DIR / "card.html").read_text()
+# --- the tile's one markup -----------------------------------------------------------------
+
+
+class Node:
+    """An element of parsed HTML: tag, attributes in order, children (text as ``str``)."""
+
+    def __init__(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tag, self.attrs = tag, [(k, v or "") for k, v in attrs]
+        self.children: list[Node | str] = []
+
+    def attr(self, name: str) -> str:
+        return dict(self.attrs).get(name, "")
+
+    def find_all(self, test: Any) -> list[Node]:
+        found = [self] if test(self) else []
+        for child in self.children:
+            if isinstance(child, Node):
+                found += child.find_all(test)
+        return found
+
+    def without(self, test: Any) -> Node:
+        """A copy without the descendants ``test`` picks (as the script removes sections)."""
+        copy = Node(self.tag, self.attrs)
+        copy.children = [
+            c if isinstance(c, str) else c.without(test)
+            for c in self.children
+            if isinstance(c, str) or not test(c)
+        ]
+        return copy
+
+
+class Tree(HTMLParser):
+    """The page as a tree, ``<template>`` content included (the tests look into it)."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#document", [])
+        self._stack = [self.root]
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = Node(tag, attrs)
+        self._stack[-1].children.append(node)
+        if tag not in VOID:
+            self._stack.append(node)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._stack[-1].children.append(Node(tag, attrs))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in VOID:
+            assert self._stack.pop().tag == tag
+
+    def handle_data(self, data: str) -> None:
+        if data.strip():
+            self._stack[-1].children.append(data.strip())
+
+
+def card_template(html: str) -> Node:
+    (template,) = Tree(html).root.find_all(lambda n: n.tag == "template")
+    (card,) = [c for c in template.children if isinstance(c, Node)]
+    return card
+
+
+def assert_filled_from(template: Node, tile: Node, path: str = "li") -> None:
+    """``tile`` is ``template`` with values in its empty slots: the same elements, the same attributes
+    in the same order, the same fixed values and text; only what the template leaves empty differs."""
+    assert tile.tag == template.tag, path
+    assert [k for k, _ in tile.attrs] == [k for k, _ in template.attrs], path
+    for (name, fixed), (_, value) in zip(template.attrs, tile.attrs, strict=True):
+        if fixed:
+            assert value == fixed, f"{path}[{name}]"
+    assert len(tile.children) == len(template.children) or (
+        not template.children and all(isinstance(c, str) for c in tile.children)  # text in an empty slot
+    ), path
+    for i, (want, got) in enumerate(zip(template.children, tile.children, strict=False)):
+        if isinstance(want, str):
+            assert got == want, path
+        else:
+            assert isinstance(got, Node), f"{path}/{i}"
+            assert_filled_from(want, got, f"{path}/{want.tag}[{i}]")
+
+
+def test_the_page_holds_exactly_one_card_template_with_a_section_per_state() -> None:
+    html = render(image()).body
+    assert html.count("<template") == 1
+    page = Page(html)
+    assert list(page.templates) == ["card-template"]
+    tags = page.templates["card-template"]
+    assert [a["class"] for t, a in tags if t == "li"] == ["card"]
+    assert [a["data-tile"] for _, a in tags if "data-tile" in a] == ["ready", "pending", "failed", "upload"]
+    assert [t for t, a in tags if "delete-button" in (a.get("class") or "")] == ["button"]
+    # The template is not part of the page: it adds no tile to the grid nor a second lazy image.
+    assert len(page.find("li", **{"class": "card"})) == 1
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        image(),
+        image(status="pending"),
+        image(status="failed", error={"code": "corrupt_image", "message": "m"}),
+        image(status="failed"),  # no error record
+        image(renditions=[]),  # ready without renditions: drawn as failed
+        image(filename=NASTY),
+        image(original={}),  # no original yet: "Untitled"
+    ],
+    ids=[
+        "ready",
+        "pending",
+        "failed",
+        "failed-without-code",
+        "ready-without-renditions",
+        "markup",
+        "untitled",
+    ],
+)
+def test_a_server_rendered_tile_is_the_card_template_filled(shown: dict[str, Any]) -> None:
+    html = render(shown).body
+    template = card_template(html)
+    (grid,) = Tree(html).root.find_all(lambda n: n.attr("id") == "grid")
+    (tile,) = grid.find_all(lambda n: n.tag == "li")
+    status = tile.attr("data-status")
+    assert status == ("failed" if shown["status"] == "ready" and not shown["renditions"] else shown["status"])
+    # What the script does to a clone: keep the section of the card's status, drop the admin button.
+    pruned = template.without(
+        lambda n: n.attr("data-tile") not in ("", status) or "delete-button" in n.attr("class").split()
+    )
+    assert_filled_from(pruned, tile)
+    assert tile.attr("data-id") == shown["id"]
+
+
+def test_the_tile_markup_is_written_only_in_card_html() -> None:
+    for path in gallery.TEMPLATES_DIR.iterdir():
+        if path.name != "card.html":
+            text = path.read_text()
+            assert not re.search(r'class="(card|tile|caption)\b', text), path.name
     script = (gallery.STATIC_DIR / "gallery.js").read_text()
-    classes = {c for attr in re.findall(r'class="([^"{]+)"', template) for c in attr.split()}
-    assert classes >= {
-        "card",
-        "tile",
-        "tile-pending",
-        "tile-failed",
-        "tile-state",
-        "tile-reason",
-        "caption",
-        "name",
+    code = re.sub(r"^\s*//.*$", "", script, flags=re.M)
+    # The script makes no element of its own: every tile (and its delete button) is a clone of the template.
+    for maker in ("createElement", "createElementNS", "DOMParser", "createContextualFragment", "el("):
+        assert maker not in code, maker
+    assert '$("card-template")' in code
+    build = code[code.index("function buildCard(") :]
+    assert "cloneCard(" in build[: build.index("\n  }\n")]
+
+
+def test_the_script_no_longer_believes_presigned_urls_change_on_every_request() -> None:
+    script = (gallery.STATIC_DIR / "gallery.js").read_text()
+    assert "change on every request" not in script
+    assert "fresher presigned URLs" not in script
+    # The signature that decides whether to refill a card includes the rendition URLs.
+    signature = script[script.index("function signature(") :]
+    assert "r.url" in signature[: signature.index("\n  }\n")]
+
+
+# --- formats from the registry --------------------------------------------------------------
+
+
+def test_the_script_previews_exactly_the_registrys_previewable_types() -> None:
+    config = gallery.page_config({"images": [], "next_cursor": None}, Settings())
+    previewable = [f for f in formats.FORMATS if f.previewable]
+    assert config["previewTypes"] == [m for f in previewable for m in (f.mime, *f.aliases)]
+    assert "image/tiff" not in config["previewTypes"] and "image/png" in config["previewTypes"]
+    assert "image/x-ms-bmp" in config["previewTypes"]  # aliases too: browsers may report them
+    script = (gallery.STATIC_DIR / "gallery.js").read_text()
+    assert "new Set(config.previewTypes)" in script
+    assert not re.search(r"[\"'`]image/", script), "no MIME type is written in the script"
+
+
+def test_the_upload_types_and_their_names_come_from_the_registry() -> None:
+    config = gallery.page_config({"images": [], "next_cursor": None}, Settings())
+    assert config["contentTypes"] == list(formats.upload_types())
+    page = Page(render().body)
+    assert page.by_id("file-input")["accept"] == ",".join(formats.upload_types())
+    assert formats.labels() in render().body
+    words = gallery.error_words(Settings())
+    assert (
+        words["unsupported_format"]
+        == f"This kind of image isn't supported. Choose a {formats.labels()} image."
+    )
+
+
+# --- origins ------------------------------------------------------------------------------
+
+
+def test_the_policy_takes_the_origins_of_the_urls_storage_answers() -> None:
+    assert gallery.origins(ENDPOINTS) == {
+        "upload": "http://127.0.0.1:9000",
+        "image": "https://cdn.example.com",
     }
-    for name in classes:
-        assert re.search(rf'["\s]{re.escape(name)}["\s]', script), name
+    assert gallery.origins({"upload": "https://up.s3.amazonaws.com/", "image": "http://[::1]:9000/b/"}) == {
+        "upload": "https://up.s3.amazonaws.com",
+        "image": "http://[::1]:9000",
+    }
+    assert gallery.origins({"upload": "", "image": "/relative"}) == {"upload": "", "image": ""}
+
+
+@pytest.mark.usefixtures("aws")
+def test_storage_says_where_browsers_reach_s3(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(upload_bucket="up-bucket", images_bucket="img-bucket")
+    assert endpoint_urls(settings) == {
+        "upload": "https://up-bucket.s3.amazonaws.com/",
+        "image": "https://img-bucket.s3.amazonaws.com/",
+    }
+    cdn = Settings(upload_bucket="up-bucket", public_base_url="https://cdn.example.com/photos")
+    assert endpoint_urls(cdn)["image"] == "https://cdn.example.com/photos/"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    storage.reset_clients()
+    assert endpoint_urls(settings) == {
+        "upload": "http://127.0.0.1:9000/up-bucket",
+        "image": "http://127.0.0.1:9000/img-bucket/",
+    }
 
 
 # --- through the app ----------------------------------------------------------------------
 
 
-def test_routes_serve_the_page_and_assets(client: Any) -> None:
+def test_routes_serve_the_page_and_assets(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "endpoint_urls", endpoint_urls)  # where moto's S3 is, really
     response = client.http.get("/")
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/html; charset=utf-8"
     csp = response.headers["Content-Security-Policy"]
     assert csp.startswith("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' http")
+    endpoints = gallery.origins(endpoint_urls(get_settings()))
+    assert f"img-src 'self' {endpoints['image']} data: blob:;" in csp
+    assert f"connect-src 'self' {endpoints['upload']};" in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     html = response.body.decode()
     script = re.search(r'src="(static/gallery\.js\?v=[0-9a-f]+)"', html)

@@ -11,14 +11,14 @@ import textwrap
 import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
-from chalicelib import imaging
+from chalicelib import imaging, shrink
 from chalicelib.errors import ImageshelfError
-from chalicelib.imaging import Limits, Rendition, fit, fit_size, inspect, render
+from chalicelib.imaging import Encoded, Limits, fit, fit_size, inspect, render
 from tests import imaging_corpus as corpus
 from tests.imaging_corpus import BLUE, CORNERS, GREEN, RED, YELLOW, save
 
 
-def decode(r: Rendition) -> Image.Image:
+def decode(r: Encoded) -> Image.Image:
     return Image.open(io.BytesIO(r.data))
 
 
@@ -434,7 +434,6 @@ def test_multi_page_tiff_renders_the_first_page():
     assert close(decode(r).getpixel((25, 25)), RED)
 
 
-@pytest.mark.skipif("AVIF" not in imaging.CONTENT_TYPES, reason="this Pillow has no AVIF support")
 def test_avif_input():
     info, (r,) = render(save(corpus.quadrants((240, 160)), "AVIF", quality=90), [(60, 60)])
     assert info.format == "AVIF" and (r.width, r.height) == (60, 40)
@@ -453,11 +452,11 @@ def test_progressive_jpeg_fast_path_gives_the_same_picture(monkeypatch):
     big = Image.blend(big, corpus.quadrants((1600, 1200)), 0.7)
     data = save(big, "JPEG", quality=90, progressive=True)
     used = []
-    real = imaging._dc_only
-    monkeypatch.setattr(imaging, "_dc_only", lambda *a: used.append(real(*a)) or used[-1])
+    real = shrink._dc_only
+    monkeypatch.setattr(shrink, "_dc_only", lambda *a: used.append(real(*a)) or used[-1])
     fast = fit(data, (100, 100))  # 1600 / (100 * 1.5) >= 8: decoded at 1/8 from the DC scans only
     assert used and used[0] is not None
-    monkeypatch.setattr(imaging, "_dc_only", lambda *a: None)
+    monkeypatch.setattr(shrink, "_dc_only", lambda *a: None)
     slow = fit(data, (100, 100))
     # Same picture: libjpeg-turbo smooths partly known blocks a little (identical on real photos).
     from PIL import ImageChops, ImageStat
@@ -524,6 +523,51 @@ def test_truncated_files_are_corrupt(fmt):
     err = refusal(data[: len(data) // 3])
     assert err.code == "corrupt_image"
     assert fmt in err.message or "damaged" in err.message
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_jpeg_declaring_far_more_pixels_than_it_holds_is_corrupt(progressive):
+    # A few hundred bytes claiming 7000x7000: libjpeg would decode it as flat grey (issue 11).
+    data = corpus.jpeg_claiming(7000, 7000, progressive=progressive)
+    assert len(data) < 1000
+    err = refusal(data, box=(1600, 1600))
+    assert err.code == "corrupt_image"
+    assert "7000x7000" in err.message and "damaged or truncated" in err.message
+    with pytest.raises(ImageshelfError) as info:  # known from the header: refused before decoding
+        inspect(data)
+    assert info.value.code == "corrupt_image"
+
+
+def test_metadata_does_not_count_as_jpeg_image_data():
+    # 200 KB of comments before the frame is more than the 7000x7000 floor (~144 KB) but no pixels.
+    data = corpus.jpeg_claiming(7000, 7000, padding=200_000)
+    assert refusal(data).code == "corrupt_image"
+
+
+def _flat(mode: str, size: tuple[int, int]) -> Image.Image:
+    return Image.new(mode, size, 90 if mode == "L" else (90, 140, 200))
+
+
+@pytest.mark.parametrize(
+    ("mode", "size", "params", "at_most"),
+    [
+        ("RGB", (1, 1), {}, 1000),
+        ("L", (1, 1), {"progressive": True}, 1000),
+        ("RGB", (4000, 3000), {"optimize": True}, 75_000),
+        ("RGB", (4000, 3000), {"optimize": True, "progressive": True}, 75_000),
+        ("RGB", (4000, 3000), {"optimize": True, "progressive": True, "subsampling": 0}, 200_000),
+        ("L", (4000, 3000), {"optimize": True, "progressive": True}, 50_000),
+        ("RGB", (4000, 3000), {"quality": 10}, 150_000),
+    ],
+    ids=["1x1", "1x1-grey-progressive", "flat-12MP", "flat-12MP-progressive", "flat-12MP-444",
+         "flat-12MP-grey", "flat-12MP-q10"],
+)  # fmt: skip
+def test_tiny_but_complete_jpegs_are_rendered(mode, size, params, at_most):
+    data = save(_flat(mode, size), "JPEG", **params)
+    assert len(data) <= at_most  # they really are that small (a few bits per 8x8 block)
+    r = fit(data, (400, 400))
+    assert (r.width, r.height) == fit_size(*size, (400, 400))
+    assert close(decode(r).convert("RGB").getpixel((0, 0)), _flat(mode, (1, 1)).convert("RGB").getpixel((0, 0)), 4)
 
 
 def test_fuzzed_inputs_never_escape_as_bare_exceptions():

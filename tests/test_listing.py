@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import storage
+from chalicelib import formats, storage
 from chalicelib.config import get_settings
 
 
@@ -19,7 +19,9 @@ def store_ready_images(count: int, start: float = 1_800_000_000.0) -> list[str]:
     for n in range(count):
         image_id = storage.new_id(at=start + n)
         for name, size in (("thumb", 40), ("large", 160)):
-            storage.put_rendition(image_id, name, b"x", (size, size), "0123456789", "jpg", settings)
+            storage.put_rendition(
+                image_id, name, b"x", (size, size), "0123456789", formats.BY_NAME["JPEG"], settings
+            )
         storage.put_record(
             storage.Record(
                 id=image_id,

@@ -16,8 +16,8 @@ from openapi_spec_validator import validate as validate_spec
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from chalicelib import errors, openapi, storage
-from chalicelib.config import UPLOAD_CONTENT_TYPES, Settings
+from chalicelib import errors, formats, openapi, storage
+from chalicelib.config import Settings
 from tests.support import UPLOAD_BUCKET, jpeg, post_upload, process
 
 DOC = openapi.from_yaml()
@@ -71,7 +71,7 @@ def test_the_document_is_valid_openapi_3_1() -> None:
 
 
 def test_the_served_json_copy_is_the_yaml_document() -> None:
-    assert openapi.JSON_PATH.read_text(encoding="utf-8") == openapi.to_json(DOC), (
+    assert openapi.JSON_PATH.read_text(encoding="utf-8") == openapi.json_text(DOC), (
         "chalicelib/openapi.json is out of date: run `python -m chalicelib.openapi`"
     )
     assert openapi.main(["--check"]) == 0
@@ -129,7 +129,7 @@ def test_ids_and_content_types_match_the_apps_rules() -> None:
         assert bool(id_pattern.search(char * 20)) == bool(storage.ID_RE.fullmatch(char * 20)), repr(char)
     assert not id_pattern.search(storage.new_id() + "0") and not id_pattern.search(storage.new_id()[1:])
     content_type = re.compile(schemas["UploadRequest"]["properties"]["content_type"]["pattern"])
-    for accepted in UPLOAD_CONTENT_TYPES:
+    for accepted in formats.upload_types():
         for spelling in (accepted, accepted.upper(), f" {accepted} ; charset=binary"):
             assert content_type.search(spelling), spelling
     for refused in ("image/svg+xml", "application/pdf", "image/jpegx", "text/plain", "", "image/"):

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 from chalicelib import auth, storage
-from tests.support import UPLOAD_BUCKET, jpeg, post_upload, process
+from tests.support import UPLOAD_BUCKET, jpeg, post_upload, process, s3_event
 
 JSON = {"Content-Type": "application/json"}
 
@@ -111,7 +111,10 @@ def test_upload_method_defaults_to_post_and_size_is_optional(client: Any) -> Non
             413,
             "file_too_large",
         ),
-        ({"filename": "a.jpg", "content_type": "image/jpeg", "size": 0}, 400, "invalid_request"),
+        ({"filename": "a.jpg", "content_type": "image/jpeg", "size": 0}, 422, "empty_file"),
+        ({"filename": "a.jpg", "content_type": "", "size": 0, "method": "put"}, 422, "empty_file"),
+        ({"filename": "a.jpg", "content_type": "image/jpeg", "size": -1}, 400, "invalid_request"),
+        ({"filename": "a.heic", "content_type": "image/heic"}, 415, "unsupported_media_type"),
         ({"filename": "a.jpg", "content_type": "image/jpeg", "size": "12"}, 400, "invalid_request"),
         ({"filename": "a.jpg", "content_type": "image/jpeg", "method": "put"}, 400, "invalid_request"),
         ({"filename": "a.jpg", "content_type": "image/jpeg", "method": "get"}, 400, "invalid_request"),
@@ -131,6 +134,47 @@ def test_upload_body_must_be_a_json_object(client: Any, raw: str) -> None:
     response = client.http.post("/uploads", headers=JSON, body=raw)
     assert response.status_code == 400
     assert "JSON object" in error_of(response)["message"]
+
+
+def test_a_deeply_nested_body_is_a_400_not_a_crash(client: Any) -> None:
+    deep = '{"filename": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    response = client.http.post("/uploads", headers=JSON, body=deep)
+    assert response.status_code == 400 and error_of(response)["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("declared", ["", "application/octet-stream", "Application/Octet-Stream; x=1"])
+@pytest.mark.parametrize("method", ["post", "put"])
+def test_a_type_the_client_cannot_name_is_accepted_and_signed_as_octet_stream(
+    client: Any, aws: Any, declared: str, method: str
+) -> None:
+    """A browser reports a JPEG without an extension as ""; scripts say application/octet-stream.
+    The grant signs the Content-Type it tells the client to send; the bytes are judged later."""
+    response = post_upload(client, filename="IMG_0001", content_type=declared, size=1234, method=method)
+    assert response.status_code == 201, response.body
+    grant = json.loads(response.body)
+    if method == "post":
+        assert grant["fields"]["Content-Type"] == "application/octet-stream"
+        policy = json.loads(base64.b64decode(grant["fields"]["policy"]))
+        assert {"Content-Type": "application/octet-stream"} in policy["conditions"]
+    else:
+        assert grant["headers"]["Content-Type"] == "application/octet-stream"
+        signed = parse_qs(urlsplit(grant["url"]).query)["X-Amz-SignedHeaders"][0].split(";")
+        assert "content-type" in signed
+
+
+def test_an_extensionless_jpeg_sent_as_octet_stream_becomes_ready(client: Any, aws: Any) -> None:
+    grant = json.loads(post_upload(client, filename="IMG_0001", content_type="").body)
+    aws.put_object(
+        Bucket=UPLOAD_BUCKET,
+        Key=grant["fields"]["key"],
+        Body=jpeg(64, 48),
+        ContentType=grant["fields"]["Content-Type"],
+        Metadata={"filename": grant["fields"]["x-amz-meta-filename"]},
+    )
+    client.lambda_.invoke("resize", s3_event(grant["fields"]["key"]))
+    image = json.loads(client.http.get(f"/images/{grant['id']}").body)
+    assert image["status"] == "ready" and image["original"]["content_type"] == "image/jpeg"
+    assert image["original"]["filename"] == "IMG_0001"
 
 
 def test_curl_style_form_content_type_is_parsed_as_json(client: Any) -> None:
@@ -191,7 +235,7 @@ def test_rendition_urls_stay_the_same_while_half_their_life_is_left(
         return [r["url"] for r in listed["renditions"]]
 
     clock = Clock()
-    monkeypatch.setattr(storage, "_now", clock)
+    monkeypatch.setattr(storage._signed, "clock", clock)
     first = urls()
     assert len(first) == 2 and len(signed) == 2  # one signature per rendition, shared by both routes
     clock.now += 1799  # DOWNLOAD_URL_EXPIRES is 3600
@@ -310,8 +354,10 @@ def test_delete_removes_original_renditions_and_records(
     assert response.status_code == 204
     assert client.http.get(f"/images/{image_id}").status_code == 404
     left = aws.list_objects_v2(Bucket="imageshelf-local-images").get("Contents", [])
-    assert left and all(obj["Key"].startswith(keep) for obj in left)
+    # what is left of the deleted image is its tombstone, which keeps it from coming back
+    assert left and all(o["Key"].startswith(keep) or o["Key"] == f"{image_id}/deleted" for o in left)
     assert [o["Key"] for o in aws.list_objects_v2(Bucket=UPLOAD_BUCKET)["Contents"]] == [f"uploads/{keep}"]
+    assert image_id not in [i["id"] for i in json.loads(client.http.get("/images").body)["images"]]
     again = client.http.delete(f"/images/{image_id}", headers=bearer)
     assert again.status_code == 404
 
@@ -331,7 +377,7 @@ def ssm_token(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     monkeypatch.setenv("ADMIN_TOKEN_PARAMETER", PARAMETER)
     clock = Clock()
-    monkeypatch.setattr(auth, "_now", clock)
+    monkeypatch.setattr(auth._cache, "clock", clock)
     ssm = boto3.client("ssm", region_name="us-east-1")
     reads: list[str] = []
     real_read = auth._read_parameter

@@ -59,9 +59,9 @@ def _derive(count: int, seed: int) -> list[tuple[str, bytes, str]]:
     for n in range(count):
         source = sources[n % len(sources)]
         if source not in decoded:
-            with Image.open(source) as image:
-                image.draft("RGB", (3000, 3000))
-                decoded[source] = image.convert("RGB")
+            with Image.open(source) as opened:
+                opened.draft("RGB", (3000, 3000))
+                decoded[source] = opened.convert("RGB")
         image = decoded[source]
         megapixels = rng.choice([0.2, 0.5, 1, 2, 3, 5, 8, 12])
         scale = min(1.0, (megapixels * 1e6 / (image.width * image.height)) ** 0.5)

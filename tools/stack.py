@@ -35,7 +35,7 @@ class Stack:
     s3_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     upload_bucket: str = UPLOAD_BUCKET
     images_bucket: str = IMAGES_BUCKET
 

@@ -12,8 +12,8 @@
   const TOKEN_KEY = "imageshelf.adminToken";
   const PARALLEL_UPLOADS = 3;
   const REFRESH_MS = 5000;
-  // Types a browser can preview from a local blob while the bytes upload.
-  const PREVIEWABLE = new Set(["image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/bmp"]);
+  // Types a browser can preview from a local blob while the bytes upload (from the format registry).
+  const PREVIEWABLE = new Set(config.previewTypes);
 
   // id -> {image, card, pinned}. "pinned" entries are this tab's uploads still being processed:
   // the listing may not show them yet, so the periodic refresh must not treat them as deleted.
@@ -23,33 +23,8 @@
 
   // --- small helpers ----------------------------------------------------------------------
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value !== null && value !== undefined && value !== false) node.setAttribute(name, value === true ? "" : String(value));
-    }
-    for (const child of children) {
-      if (child !== null && child !== undefined) node.append(child); // strings become text nodes
-    }
-    return node;
-  }
-
-  function icon(path, cls) {
-    const ns = "http://www.w3.org/2000/svg";
-    const svg = document.createElementNS(ns, "svg");
-    svg.setAttribute("viewBox", "0 0 24 24");
-    svg.setAttribute("aria-hidden", "true");
-    svg.setAttribute("focusable", "false");
-    if (cls) svg.setAttribute("class", cls);
-    const shape = document.createElementNS(ns, "path");
-    shape.setAttribute("d", path);
-    svg.append(shape);
-    return svg;
-  }
-  const ICONS = {
-    warning: "M12 8v5m0 3.5v.01M10.3 3.9L2.4 17.6A2 2 0 004.1 20.6h15.8a2 2 0 001.7-3L13.7 3.9a2 2 0 00-3.4 0z",
-    trash: "M4 7h16M10 11v6m4-6v6M6 7l1 12a2 2 0 002 2h6a2 2 0 002-2l1-12M9 7V4h6v3",
-  };
+  // What focus may land on in a card: its link or a shown button.
+  const FOCUSABLE = "a, button:not([hidden])";
 
   function words(code, detail) {
     const text = config.errors[code] || config.errors.internal_error;
@@ -115,52 +90,75 @@
     return (image.renditions || []).slice().sort((a, b) => a.width * a.height - b.width * b.height);
   }
 
-  // What a card shows; a card is redrawn only when this changes (rendition URLs are presigned
-  // and change on every request, so they are left out).
+  // A card's status as drawn: "ready" without renditions has nothing to show.
+  function statusOf(image) {
+    return image.status === "ready" && !(image.renditions || []).length ? "failed" : image.status;
+  }
+
+  // Everything a card shows; a card is refilled only when this changes. Rendition URLs are part of it:
+  // storage hands out the same presigned URL while at least half its life is left, so they change only
+  // when renewed, and then the card should take the new ones before the old ones expire.
   function signature(image) {
-    const sizes = renditionsOf(image).map((r) => `${r.name}:${r.width}x${r.height}`).join(",");
+    const sizes = renditionsOf(image).map((r) => `${r.name}:${r.width}x${r.height}:${r.url}`).join(",");
     return [image.status, image.error && image.error.code, filenameOf(image), sizes].join("|");
   }
 
-  function caption(name, info) {
-    return el("div", { class: "caption" },
-      el("p", { class: "name", title: name }, name),
-      el("p", { class: "info" }, info));
+  // Every tile is a clone of <template id="card-template">: templates/card.html is the one markup of
+  // a tile, and the server fills the same macro for the first page. The template holds a section per
+  // state (data-tile); a card keeps the one of its status, as the server-rendered ones do. Cloned from
+  // the template's inert document, images start loading only once the card is in the page, filled.
+  const cardTemplate = $("card-template").content.querySelector(".card");
+  const UPLOAD_STATUSES = new Set(["uploading", "processing", "refused"]); // this tab's uploads
+
+  function cloneCard(status) {
+    const card = cardTemplate.cloneNode(true);
+    const tile = UPLOAD_STATUSES.has(status) ? "upload" : status;
+    for (const section of card.querySelectorAll("[data-tile]")) {
+      if (section.dataset.tile !== tile) section.remove();
+    }
+    card.querySelector(".delete-button").remove(); // decorate() adds one while the tab holds the token
+    card.dataset.status = status;
+    card.classList.add("is-new");
+    return card;
   }
 
-  // The same markup as templates/card.html, for images that arrive after the page loaded.
-  function buildCard(image) {
+  function setName(card, name) {
+    const node = card.querySelector(".name");
+    node.textContent = name;
+    node.setAttribute("title", name);
+    const button = card.querySelector(".delete-button");
+    if (button) button.setAttribute("aria-label", `Delete ${name}`);
+  }
+
+  // Fill a card of the image's status with the image's values: text and attributes only.
+  function fill(card, image) {
     const name = filenameOf(image);
-    const renditions = renditionsOf(image);
-    let status = image.status;
-    if (status === "ready" && !renditions.length) status = "failed";
-    const card = el("li", { class: "card is-new", "data-id": image.id, "data-status": status });
-    const original = image.original || {};
-    if (status === "ready") {
+    card.dataset.id = image.id;
+    setName(card, name);
+    let info = "Processing";
+    if (card.dataset.status === "ready") {
+      const renditions = renditionsOf(image);
       const thumb = renditions[0];
-      const largest = renditions[renditions.length - 1];
-      card.append(el("a", { class: "tile", href: largest.url },
-        el("img", {
-          src: thumb.url,
-          srcset: renditions.map((r) => `${r.url} ${r.width}w`).join(", "),
-          sizes: "(max-width: 560px) 50vw, 260px",
-          width: thumb.width, height: thumb.height, loading: "lazy", decoding: "async", alt: name,
-        })));
-      const dims = original.width && original.height ? `${original.width} × ${original.height}` : "";
-      card.append(caption(name, dims));
-    } else if (status === "pending") {
-      card.append(el("div", { class: "tile tile-pending" },
-        el("span", { class: "spinner", "aria-hidden": "true" }),
-        el("span", { class: "tile-state" }, "Processing…")));
-      card.append(caption(name, "Processing"));
-    } else {
-      const code = (image.error && image.error.code) || "internal_error";
-      card.append(el("div", { class: "tile tile-failed" },
-        icon(ICONS.warning, "tile-icon"),
-        el("span", { class: "tile-state" }, "Couldn't process"),
-        el("span", { class: "tile-reason" }, words(code))));
-      card.append(caption(name, "Failed"));
+      card.querySelector("a.tile").setAttribute("href", renditions[renditions.length - 1].url);
+      const img = card.querySelector("a.tile img");
+      img.setAttribute("srcset", renditions.map((r) => `${r.url} ${r.width}w`).join(", "));
+      img.setAttribute("src", thumb.url);
+      img.setAttribute("width", thumb.width);
+      img.setAttribute("height", thumb.height);
+      img.setAttribute("alt", name);
+      const original = image.original || {};
+      info = original.width && original.height ? `${original.width} × ${original.height}` : "";
+    } else if (card.dataset.status === "failed") {
+      card.querySelector(".tile-reason").textContent = words((image.error && image.error.code) || "internal_error");
+      info = "Failed";
     }
+    card.querySelector(".info").textContent = info;
+  }
+
+  // A card for an image that arrives after the page loaded.
+  function buildCard(image) {
+    const card = cloneCard(statusOf(image));
+    fill(card, image);
     decorate(card);
     return card;
   }
@@ -180,7 +178,7 @@
   function replaceCard(old, card) {
     const hadFocus = old.contains(document.activeElement);
     old.replaceWith(card);
-    if (hadFocus) (card.querySelector("a, button") || grid).focus();
+    if (hadFocus) (card.querySelector(FOCUSABLE) || grid).focus();
   }
 
   // Add or update one image from any API answer.
@@ -198,13 +196,17 @@
       const card = buildCard(image);
       entries.set(image.id, { image, card, pinned: false, sig: signature(image), touched: Date.now() });
       place(card, image.id);
-    } else if (!entry.image || entry.sig !== signature(image)) {
+    } else if (entry.card.dataset.status !== statusOf(image)) {
       const card = buildCard(image);
       replaceCard(entry.card, card);
       if (entry.preview) URL.revokeObjectURL(entry.preview);
       Object.assign(entry, { image, card, sig: signature(image), preview: null });
+    } else if (entry.sig !== signature(image)) {
+      // Same state, new values (a renewed URL, a name): refill in place, so nothing flickers.
+      fill(entry.card, image);
+      Object.assign(entry, { image, sig: signature(image) });
     } else {
-      entry.image = image; // fresher presigned URLs for the lightbox
+      entry.image = image;
     }
     if (image.status === "pending") watch(image.id, 1000);
     updateEmpty();
@@ -216,7 +218,7 @@
     entries.delete(id);
     if (entry.card.contains(document.activeElement)) {
       const next = entry.card.nextElementSibling || entry.card.previousElementSibling;
-      (next && next.querySelector("a, button")) ? next.querySelector("a, button").focus() : grid.focus();
+      ((next && next.querySelector(FOCUSABLE)) || grid).focus();
     }
     entry.card.remove();
     if (lightbox.open && current === id) closeLightbox();
@@ -370,21 +372,41 @@
 
   function uploadCard(upload) {
     const { file } = upload;
-    const tile = el("div", { class: "tile tile-upload" });
+    const card = cloneCard("uploading");
+    setName(card, file.name);
+    const preview = card.querySelector(".preview");
     if (PREVIEWABLE.has(file.type) && file.size <= config.maxUploadBytes) {
       upload.preview = URL.createObjectURL(file);
-      const preview = el("img", { class: "preview", src: upload.preview, alt: "" });
+      preview.setAttribute("src", upload.preview);
       preview.addEventListener("error", () => preview.remove()); // not decodable here (or not an image)
-      tile.append(preview);
+    } else {
+      preview.remove();
     }
-    upload.state = el("span", { class: "tile-state" }, "Waiting…");
-    upload.progress = el("progress", { max: "100", value: "0", "aria-label": `Upload of ${file.name}` });
-    upload.reason = el("span", { class: "tile-reason" });
-    upload.buttons = el("div", { class: "tile-buttons" });
-    tile.append(el("div", { class: "tile-overlay" }, upload.state, upload.progress, upload.reason, upload.buttons));
-    upload.info = el("p", { class: "info" }, "Queued");
-    const card = el("li", { class: "card is-new", "data-status": "uploading" }, tile,
-      el("div", { class: "caption" }, el("p", { class: "name", title: file.name }, file.name), upload.info));
+    upload.state = card.querySelector(".tile-state");
+    upload.progress = card.querySelector("progress");
+    upload.progress.setAttribute("aria-label", `Upload of ${file.name}`);
+    upload.reason = card.querySelector(".tile-reason");
+    upload.info = card.querySelector(".info");
+    upload.info.textContent = "Queued";
+    upload.retry = card.querySelector('[data-action="retry"]');
+    upload.dismiss = card.querySelector('[data-action="dismiss"]');
+    upload.dismiss.setAttribute("aria-label", `Dismiss ${file.name}`);
+    upload.retry.addEventListener("click", () => {
+      card.dataset.status = "uploading";
+      card.querySelector(".tile").classList.remove("is-refused");
+      upload.progress.hidden = false;
+      upload.reason.textContent = "";
+      upload.retry.hidden = upload.dismiss.hidden = true;
+      queue.push(upload);
+      pump();
+    });
+    upload.dismiss.addEventListener("click", () => {
+      const next = card.nextElementSibling;
+      card.remove();
+      if (upload.preview) URL.revokeObjectURL(upload.preview);
+      ((next && next.querySelector(FOCUSABLE)) || grid).focus();
+      updateEmpty();
+    });
     return card;
   }
 
@@ -399,29 +421,8 @@
     upload.progress.hidden = true;
     setUploadState(upload, "Not uploaded", "Refused");
     upload.reason.textContent = words(code, detail);
-    upload.buttons.replaceChildren();
-    if (retry) {
-      upload.buttons.append(el("button", { type: "button", class: "button button-small" }, "Retry"));
-      upload.buttons.lastChild.addEventListener("click", () => {
-        upload.card.dataset.status = "uploading";
-        upload.card.querySelector(".tile").classList.remove("is-refused");
-        upload.progress.hidden = false;
-        upload.reason.textContent = "";
-        upload.buttons.replaceChildren();
-        queue.push(upload);
-        pump();
-      });
-    }
-    const dismiss = el("button", { type: "button", class: "button button-small" }, "Dismiss");
-    dismiss.setAttribute("aria-label", `Dismiss ${upload.file.name}`);
-    dismiss.addEventListener("click", () => {
-      const next = upload.card.nextElementSibling;
-      upload.card.remove();
-      if (upload.preview) URL.revokeObjectURL(upload.preview);
-      (next && next.querySelector("a, button")) ? next.querySelector("a, button").focus() : grid.focus();
-      updateEmpty();
-    });
-    upload.buttons.append(dismiss);
+    upload.retry.hidden = !retry;
+    upload.dismiss.hidden = false;
     announce(`${upload.file.name} was not uploaded: ${words(code, detail)}`);
   }
 
@@ -679,7 +680,7 @@
     clearTimeout(Number(button.dataset.timer));
     button.dataset.armed = "";
     button.classList.remove("is-confirming");
-    if (label === null) button.replaceChildren(icon(ICONS.trash));
+    if (label === null) button.replaceChildren(cardTemplate.querySelector(".delete-button svg").cloneNode(true));
     else button.textContent = label;
   }
 
@@ -708,9 +709,8 @@
       return;
     }
     if (existing) return;
-    const name = card.querySelector(".name").textContent;
-    const button = el("button", { type: "button", class: "icon-button delete-button", "aria-label": `Delete ${name}` },
-      icon(ICONS.trash));
+    const button = cardTemplate.querySelector(".delete-button").cloneNode(true);
+    button.setAttribute("aria-label", `Delete ${card.querySelector(".name").textContent}`);
     button.addEventListener("click", () => {
       confirmThen(button, null, "Delete?", async () => {
         try {
@@ -796,7 +796,7 @@
       await loadMore();
       // A keyboard user who pressed the button carries on from the first new photo.
       const first = grid.children[before];
-      if (first && document.activeElement === $("load-more")) (first.querySelector("a, button") || grid).focus();
+      if (first && document.activeElement === $("load-more")) (first.querySelector(FOCUSABLE) || grid).focus();
     });
     $("banner-retry").addEventListener("click", refresh);
     // A presigned thumbnail URL can expire on a long-open page: fetch fresh URLs once.
@@ -818,7 +818,7 @@
 
   function upsertFresh(image) {
     const entry = entries.get(image.id);
-    if (entry) entry.sig = ""; // force a redraw with the new URLs
+    if (entry) entry.sig = ""; // refill even if the URLs are the same: the failure may have been a blip
     upsert(image);
   }
 
