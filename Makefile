@@ -7,10 +7,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STAGE ?= dev
 
-.PHONY: run test lint load bench package deploy provision admin-token clean
+.PHONY: run test lint load bench package deploy destroy provision admin-token clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
-	@test -x $(PY) || "$$(tools/find-python)" -m venv $(VENV)
+	@if test -x $(PY); then echo "Updating .venv: the requirements changed (usually a few seconds)..."; \
+	else echo "Installing dependencies into .venv (first run only: about NN minutes, quietly)..."; \
+	"$$(tools/find-python)" -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
@@ -35,16 +37,22 @@ package: $(STAMP)
 	$(PY) -m tools.deploy package --stage $(STAGE) --out build/$(STAGE)
 	$(PY) -m tools.package_check build/$(STAGE)
 
+# REGION=eu-west-1 deploys (or provisions, or destroys) the stage in another region than the
+# session's; a region other than the stage's home is a regional copy (docs/deploy.md, "Regions").
 provision: $(STAMP)
-	$(PY) -m tools.provision --stage $(STAGE)
+	$(PY) -m tools.provision --stage $(STAGE) $(if $(REGION),--region $(REGION))
 
-# Provision the buckets, then `chalice deploy --stage $(STAGE)` (needs AWS credentials).
+# Buckets, CDN, dead-letter queue, then `chalice deploy`, then throttling and alarms (needs AWS credentials).
 deploy: $(STAMP)
-	$(PY) -m tools.deploy deploy --stage $(STAGE)
+	$(PY) -m tools.deploy deploy --stage $(STAGE) $(if $(REGION),--region $(REGION))
+
+# Removes what deploy made; buckets holding uploads or images stay unless DELETE_BUCKETS=1.
+destroy: $(STAMP)
+	$(PY) -m tools.deploy destroy --stage $(STAGE) $(if $(REGION),--region $(REGION)) $(if $(DELETE_BUCKETS),--delete-buckets)
 
 # A new random admin token in the stage's SSM parameter: turns deletion on, or rotates the token.
 admin-token: $(STAMP)
-	$(PY) -m tools.deploy admin-token --stage $(STAGE)
+	$(PY) -m tools.deploy admin-token --stage $(STAGE) $(if $(REGION),--region $(REGION))
 
 # ruff (lint and format) on the whole tree; mypy on app.py, chalicelib, tools and the client
 # ([tool.mypy] in pyproject.toml). CI runs it before the tests.

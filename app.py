@@ -3,9 +3,10 @@
 Each route parses its input, calls into ``chalicelib`` and answers; the work is there.
 """
 
-from chalice import Chalice
+from chalice import Chalice, Rate
 
 from chalicelib import gallery, http, images, openapi, processing, storage, uploads
+from chalicelib import reconcile as reconciler
 from chalicelib.config import get_settings, upload_bucket_name
 
 app = Chalice(app_name="imageshelf")
@@ -69,3 +70,10 @@ def static_asset(name):
 def resize(event):
     request_id = getattr(event.context, "aws_request_id", None)
     processing.process_upload(event.bucket, event.key, get_settings(), request_id, line_log=app.log)
+
+
+# Re-drives uploads that never settled, drains the resize function's dead-letter queue, removes
+# what belongs to no original (docs/convergence.md). `make run` runs it at start and every minute.
+@app.schedule(Rate(5, unit=Rate.MINUTES))
+def reconcile(event):
+    reconciler.run(get_settings(), line_log=app.log)

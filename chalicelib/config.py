@@ -31,6 +31,11 @@ _ENV_NAMES = (
     "PENDING_TIMEOUT",
     "DELETE_ORIGINALS",
     "ALLOWED_ORIGINS",
+    "RESIZE_DLQ_URL",
+    "RECONCILE_GRACE",
+    "RECONCILE_ATTEMPTS",
+    "RECONCILE_BATCH",
+    "RECONCILE_SWEEP_KEYS",
 )
 
 _RENDITION = re.compile(r"^([a-z][a-z0-9_-]{0,31}):([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
@@ -60,6 +65,15 @@ class Settings:
     pending_timeout: int = 900
     delete_originals: bool = False
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8000", "http://localhost:8000")
+    # The reconciler (docs/convergence.md): the resize function's dead-letter queue to drain (none:
+    # nothing to drain); how long an unsettled upload is left to its own delivery before it is
+    # processed again; how many times, before it is recorded as failed (processing_timeout); how
+    # many uploads one run processes; how many images-bucket keys one run's orphan sweep reads.
+    resize_dlq_url: str = ""
+    reconcile_grace: int = 120
+    reconcile_attempts: int = 3
+    reconcile_batch: int = 10
+    reconcile_sweep_keys: int = 1000
 
     @property
     def deletion_enabled(self) -> bool:
@@ -117,6 +131,12 @@ def _settings_from(values: tuple[str | None, ...]) -> Settings:
         pending_timeout=_int(env, "PENDING_TIMEOUT", defaults.pending_timeout, 10, 7 * 24 * 3600),
         delete_originals=_bool(env, "DELETE_ORIGINALS", defaults.delete_originals),
         allowed_origins=_origins(env, "ALLOWED_ORIGINS", defaults.allowed_origins),
+        resize_dlq_url=_queue_url(env, "RESIZE_DLQ_URL"),
+        reconcile_grace=_int(env, "RECONCILE_GRACE", defaults.reconcile_grace, 0, 24 * 3600),
+        reconcile_attempts=_int(env, "RECONCILE_ATTEMPTS", defaults.reconcile_attempts, 1, 100),
+        reconcile_batch=_int(env, "RECONCILE_BATCH", defaults.reconcile_batch, 1, 1000),
+        # One ListObjectsV2 call returns at most 1,000 keys.
+        reconcile_sweep_keys=_int(env, "RECONCILE_SWEEP_KEYS", defaults.reconcile_sweep_keys, 10, 1000),
     )
     if settings.admin_token and settings.admin_token_parameter:
         raise ConfigError(
@@ -172,6 +192,17 @@ def _parameter_name(env: dict[str, str], name: str) -> str:
     ):
         raise ConfigError(f"{name}: {value!r} is not an SSM parameter name like /imageshelf/prod/admin-token")
     return value
+
+
+def _queue_url(env: dict[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if value and not _QUEUE_URL.fullmatch(value):
+        raise ConfigError(f"{name}: {value!r} is not an SQS queue URL like {_QUEUE_EXAMPLE}")
+    return value
+
+
+_QUEUE_URL = re.compile(r"https?://[A-Za-z0-9.:-]+/[0-9]{1,12}/[A-Za-z0-9_-]{1,80}(\.fifo)?")
+_QUEUE_EXAMPLE = "https://sqs.eu-west-1.amazonaws.com/123456789012/imageshelf-prod-resize-dlq"
 
 
 def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -1,8 +1,9 @@
 """The HTML gallery at ``/`` and its static assets (Jinja2, autoescape on; no build step).
 
 The first page of images is rendered on the server, so the grid shows before (and
-without) JavaScript. ``static/gallery.js`` then takes over: uploads, polling, paging,
-the lightbox and deletion, all through the same JSON API every other client uses.
+without) JavaScript; failed images are left out of it (see ``public_cards``).
+``static/gallery.js`` then takes over: uploads, polling, paging, the lightbox and deletion,
+all through the same JSON API every other client uses.
 
 A tile's markup is written once, in ``templates/card.html``: the page carries it as a
 ``<template id="card-template">`` that the script clones and fills, and the server fills the
@@ -194,12 +195,24 @@ def card(image: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
     return view
 
 
+def public_cards(first_page: dict[str, Any], words: dict[str, str]) -> list[dict[str, Any]]:
+    """The tiles everyone sees: the page's images without the failed ones.
+
+    A failure interests the person who uploaded the file and the admin, not every visitor, so
+    the public grid leaves it out. The script still gets the whole page in its config and shows
+    a failure to the browser that uploaded it (which remembers its uploads' ids) and, while it
+    holds the admin token, every failure with a delete button.
+    """
+    views = [card(image, words) for image in first_page.get("images", [])]
+    return [view for view in views if view["status"] != "failed"]
+
+
 def render_page(first_page: dict[str, Any], settings: Settings) -> str:
     words = error_words(settings)
     template = _environment().get_template("gallery.html")
     return template.render(
         config=page_config(first_page, settings),
-        cards=[card(image, words) for image in first_page.get("images", [])],
+        cards=public_cards(first_page, words),
         every_state=_EVERY_STATE,
         has_more=bool(first_page.get("next_cursor")),
         max_upload=human_bytes(settings.max_upload_bytes),

@@ -1,14 +1,16 @@
 """Bytes in, renditions out: one decode per upload, then a rendition for every box. No AWS here.
 
-The pipeline, in order (``render`` and its two halves ``_render_still`` / ``_render_animation``
-below are short lists of these calls; the sections of this module follow the same order):
+The public API comes first; then ``_render_still`` and ``_render_animation``, each a short list
+of calls to the pipeline's steps; then one section per step, in the order they run:
 
-1. ``_open``            sniff the bytes, read the header, check every limit before any pixel
-2. ``_decode``          decode once, shrinking on load where the format allows (``shrink.py``)
-3. ``_late_orientation`` / ``_sizes``   settle the EXIF orientation and each box's size
-4. ``_reduce_towards``  box-reduce the decode towards each box, in working mode, band by band
-5. ``_resize_colour_rotate``  Lanczos to the exact size, ICC profile to sRGB, EXIF orientation
-6. ``_encode_rendition`` / the animation encoders   JPEG, PNG or WebP, nothing but pixels
+1. Open     ``_open``: sniff the bytes, read the header, check every limit before any pixel.
+2. Decode   ``_decode``: once, shrinking on load where the format allows (``shrink.py``).
+3. Orient   ``_late_orientation``, ``_sizes``: settle the EXIF orientation and each box's size
+            in the file's own axes; the pixels are turned last, when they are few.
+4. Resize   ``_reduce_towards``: box-reduce towards each box (working mode, band by band); then
+            ``_resize_colour_rotate``: Lanczos to the exact size, colour (5), orientation (3).
+5. Colour   ``_to_srgb``: the embedded profile to sRGB.
+6. Encode   ``_encode_rendition`` (JPEG, PNG or WebP) or ``_AnimationEncoder`` (animated WebP).
 
 docs/imaging.md has the policy per case, the measurements behind the numbers below (JPEG
 quality, reducing gaps, memory) and the decisions on damaged files.
@@ -30,8 +32,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import cast
 
-from PIL import Image, ImageCms, ImageFile
+from PIL import Image, ImageCms, ImageFile, ImageStat
 
 from . import formats, shrink
 from .errors import ImageshelfError, too_large
@@ -127,7 +130,7 @@ def render(data: bytes, boxes: Sequence[tuple[int, int]], limits: Limits = Limit
         raise ValueError("render() needs at least one box")
     clock = Stopwatch(timings)
     with clock("decode"):
-        opened = _open(data, limits)
+        opened = _open(data, limits)  # 1. open and check every limit
     try:
         if _is_animation(opened):
             return opened.info, _render_animation(opened, boxes, clock)
@@ -193,21 +196,22 @@ class _Size:
 
 def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]], clock: Stopwatch
                   ) -> tuple[SourceInfo, list[Encoded]]:  # fmt: skip
-    with clock("decode"):
+    """One decode shared by every box; the full-size pixels are freed before the per-box passes."""
+    with clock("decode"):  # 2. decode once, shrinking on load
         src, box = _decode(opened, data, _decode_size(_sizes(opened, boxes)))
-    opened = _late_orientation(opened, src)
+    opened = _late_orientation(opened, src)  # 3. orient
     sizes = _sizes(opened, boxes)
     icc = src.info.get("icc_profile")
     working = _working_mode(src)
-    with clock("resize"):
+    with clock("resize"):  # 4. resize, first stage: from the full-size pixels
         reduced = [_reduce_towards(src, size.stored, box, working) for size in sizes]
     _free_source(src, opened.im, reduced)
     del src
     out = []
     for size, (image, rbox) in zip(sizes, reduced, strict=True):
-        with clock("resize"):
+        with clock("resize"):  # 4, 5, 3: on few pixels
             small = _resize_colour_rotate(image, rbox, size.stored, icc, opened.orientation)
-        with clock("encode"):
+        with clock("encode"):  # 6
             out.append(_encode_rendition(small, size.shown))
     return opened.info, out
 
@@ -218,13 +222,15 @@ def _render_animation(opened: _Opened, boxes: Sequence[tuple[int, int]], clock: 
     encoders = [_AnimationEncoder(opened.im, size.shown) for size in sizes]
     with warnings.catch_warnings(), clock("resize"):
         warnings.simplefilter("ignore")
-        for frame, duration in _iter_frames(opened.im, opened.info.frames):
+        for frame, duration in _iter_frames(opened.im, opened.info.frames):  # 2. one frame at a time
             icc = frame.info.get("icc_profile")
             whole: Box = (0.0, 0.0, float(frame.width), float(frame.height))
             working = _frame_working_mode(frame)
             for encoder, size in zip(encoders, sizes, strict=True):
                 image, rbox = _reduce_towards(frame, size.stored, whole, working)
-                encoder.add(_resize_colour_rotate(image, rbox, size.stored, icc, opened.orientation), duration)
+                encoder.add(
+                    _resize_colour_rotate(image, rbox, size.stored, icc, opened.orientation), duration
+                )
     with clock("encode"):
         return [encoder.finish() for encoder in encoders]
 
@@ -295,7 +301,9 @@ def _open(data: bytes, limits: Limits) -> _Opened:
 
 def _is_animation(opened: _Opened) -> bool:
     info = opened.info
-    return info.frames > 1 and info.format in formats.ANIMATED and bool(getattr(opened.im, "is_animated", False))
+    return (
+        info.frames > 1 and info.format in formats.ANIMATED and bool(getattr(opened.im, "is_animated", False))
+    )
 
 
 def _identify_other(data: bytes) -> str | None:
@@ -513,12 +521,28 @@ def _load(im: ImageFile.ImageFile, data: bytes, fmt: str, want: tuple[float, flo
             decoded = retry
     except Exception:
         raise _corrupt(fmt, first_error) from None
-    last_row = decoded.crop((0, decoded.height - 1, decoded.width, decoded.height)).getextrema()
-    bands = last_row if isinstance(last_row[0], tuple) else (last_row,)
-    if all(lo == hi and lo in (127, 128) for lo, hi in bands):  # type: ignore[union-attr]
+    last_row = ImageStat.Stat(decoded.crop((0, decoded.height - 1, decoded.width, decoded.height)))
+    if all(lo == hi and lo in (127, 128) for lo, hi in last_row.extrema):
         raise _err("corrupt_image", "The JPEG is truncated: the bottom of the picture is missing. "
                    "Upload the complete file.")  # fmt: skip
     return decoded
+
+
+def _iter_frames(im: ImageFile.ImageFile, checked: int) -> Iterator[tuple[Image.Image, int]]:
+    """Composited frames with durations; a damaged later frame ends the animation early.
+
+    Never more than the ``checked`` frames that the limits were checked against, whatever
+    the decoder counts.
+    """
+    for index in range(min(checked, im.n_frames)):  # type: ignore[attr-defined]
+        try:
+            im.seek(index)
+            im.load()
+        except Exception:
+            if index == 0:
+                raise
+            return
+        yield im, int(im.info.get("duration") or 0)
 
 
 def _corrupt(fmt: str, exc: BaseException) -> ImageshelfError:
@@ -527,7 +551,7 @@ def _corrupt(fmt: str, exc: BaseException) -> ImageshelfError:
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. Orient: settle the orientation and the sizes; it is applied to the small result (step 5)
+# 3. Orient: settle the orientation and the sizes; _resize_colour_rotate turns the small result
 
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -602,13 +626,18 @@ def _frame_working_mode(frame: Image.Image) -> tuple[str, Callable[[Image.Image]
 
 def _to_8bit_grey(im: Image.Image) -> Image.Image:
     if im.mode == "F":
-        hi = im.getextrema()[1]
+        hi = _extrema(im)[1]
         scale = 255.0 if hi <= 1.0 else 1.0  # floats are usually 0..1
         return im.point(lambda v: v * scale).convert("L")
     if im.mode != "I":
         im = im.convert("I")
-    hi = im.getextrema()[1]
-    return im.point(lambda v: v / 257).convert("L") if hi > 255 else im.convert("L")  # type: ignore[operator]
+    hi = _extrema(im)[1]
+    return im.point(lambda v: v / 257).convert("L") if hi > 255 else im.convert("L")
+
+
+def _extrema(band: Image.Image) -> tuple[float, float]:
+    """(min, max) of a one-band image (Pillow types getextrema() for every mode at once)."""
+    return cast(tuple[float, float], band.getextrema())
 
 
 def _map[T, R](fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
@@ -636,9 +665,10 @@ def _opaque(im: Image.Image) -> bool:
     """True when every alpha value is at least OPAQUE_ALPHA (checked band by band, in parallel)."""
     w, h = im.size
     last = len(im.getbands()) - 1
-    lows = _map(lambda b: im.crop((0, b[0], w, b[1])).getchannel(last).getextrema()[0],
-                _bands(h, _band_rows(w, 1)))  # fmt: skip
-    return min(lows) >= OPAQUE_ALPHA  # type: ignore[type-var,operator]
+    lows = _map(
+        lambda b: _extrema(im.crop((0, b[0], w, b[1])).getchannel(last))[0], _bands(h, _band_rows(w, 1))
+    )
+    return min(lows) >= OPAQUE_ALPHA
 
 
 def _reduce_towards(src: Image.Image, size: tuple[int, int], box: Box,
@@ -683,7 +713,9 @@ def _reduce(src: Image.Image, factor: int, convert: Callable[[Image.Image], Imag
     return out
 
 
-def _free_source(src: Image.Image, im: ImageFile.ImageFile, reduced: Sequence[tuple[Image.Image, Box]]) -> None:
+def _free_source(
+    src: Image.Image, im: ImageFile.ImageFile, reduced: Sequence[tuple[Image.Image, Box]]
+) -> None:
     """Free the full-size pixels before the Lanczos passes and the encoders need memory.
 
     A reduced image that *is* the source keeps it alive (then the source is small anyway).
@@ -701,7 +733,7 @@ def _libc_trim() -> Callable[[int], int] | None:
     try:
         import ctypes
 
-        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
 
@@ -835,30 +867,13 @@ def _encode_still(im: Image.Image) -> tuple[bytes, Format]:
 
 
 def _has_alpha(im: Image.Image) -> bool:
-    return im.mode in ("RGBA", "LA") and im.getchannel("A").getextrema()[0] < OPAQUE_ALPHA
+    return im.mode in ("RGBA", "LA") and _extrema(im.getchannel("A"))[0] < OPAQUE_ALPHA
 
 
 def _save(im: Image.Image, fmt: str, **params: object) -> bytes:
     buf = io.BytesIO()
     im.save(buf, fmt, **params)
     return buf.getvalue()
-
-
-def _iter_frames(im: ImageFile.ImageFile, checked: int) -> Iterator[tuple[Image.Image, int]]:
-    """Composited frames with durations; a damaged later frame ends the animation early.
-
-    Never more than the ``checked`` frames that the limits were checked against, whatever
-    the decoder counts.
-    """
-    for index in range(min(checked, im.n_frames)):  # type: ignore[attr-defined]
-        try:
-            im.seek(index)
-            im.load()
-        except Exception:
-            if index == 0:
-                raise
-            return
-        yield im, int(im.info.get("duration") or 0)
 
 
 class _AnimationEncoder:
@@ -881,4 +896,6 @@ class _AnimationEncoder:
     def finish(self) -> Encoded:
         self.encoder.add(None, self.timestamp, False, WEBP_QUALITY, 100, 0)
         payload = self.encoder.assemble(b"", b"", b"")
-        return Encoded(payload, *self.size, formats.BY_NAME["WEBP"], animated=self.count > 1, frames=self.count)
+        return Encoded(
+            payload, *self.size, formats.BY_NAME["WEBP"], animated=self.count > 1, frames=self.count
+        )

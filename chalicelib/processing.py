@@ -269,8 +269,12 @@ def _check(
             raise _Gone("duplicate", "another delivery of this upload finished first")
         storage.purge_image(image_id, settings, objects)
         raise _Gone("deleted", "the original was deleted while it was processed")
-    storage.purge_version(image_id, version, settings)
-    if remark:
+    objects = storage.image_objects(image_id, settings)
+    storage.purge_version(image_id, version, settings, objects)
+    newest = storage.version_tag(now.etag)
+    if any(r.version == newest and r.status != "pending" for r in storage.image_records(image_id, objects)):
+        storage.clear_marker(image_id, settings)  # the replacement settled first: nothing is left to do
+    elif remark:
         storage.mark_unsettled(image_id, upload.key, settings)
     raise _Gone("superseded", "the original was replaced while it was processed; its own event follows")
 

@@ -41,7 +41,9 @@ def shrink_on_load(
 # JPEG: libjpeg's DCT scaling (draft), and dropping the scans a 1/8 decode never reads
 
 
-def _jpeg(im: ImageFile.ImageFile, data: bytes, want: tuple[int, int], full: Box) -> tuple[Image.Image | None, Box]:
+def _jpeg(
+    im: ImageFile.ImageFile, data: bytes, want: tuple[int, int], full: Box
+) -> tuple[Image.Image | None, Box]:
     """``draft()`` to the largest of 1/2, 1/4, 1/8 that keeps ``want``; DC scans only at 1/8."""
     drafted = im.draft(None, want)
     if drafted is None:
@@ -123,7 +125,10 @@ def _ints(*names: str) -> list[tuple[str, type[ctypes.c_int]]]:
 
 
 class WebPBitstreamFeatures(ctypes.Structure):
-    _fields_ = [*_ints("width", "height", "has_alpha", "has_animation", "format"), ("pad", ctypes.c_uint32 * 5)]
+    _fields_ = [
+        *_ints("width", "height", "has_alpha", "has_animation", "format"),
+        ("pad", ctypes.c_uint32 * 5),
+    ]
 
 
 class WebPRGBABuffer(ctypes.Structure):
@@ -209,11 +214,12 @@ class LibWebP:
         if config is None:
             return None
         mode, bpp = ("RGBA", 4) if alpha else ("RGB", 3)
-        out = ctypes.create_string_buffer(size[0] * size[1] * bpp)
+        out = bytearray(size[0] * size[1] * bpp)
+        view = (ctypes.c_char * len(out)).from_buffer(out)  # libwebp writes the rows straight into it
         config.options.use_scaling, config.options.scaled_width, config.options.scaled_height = 1, *size
         config.output.colorspace = MODE_RGBA if alpha else MODE_RGB
         config.output.is_external_memory = 1
-        config.output.u.RGBA.rgba = ctypes.cast(out, ctypes.c_void_p)
+        config.output.u.RGBA.rgba = ctypes.cast(view, ctypes.c_void_p)
         config.output.u.RGBA.stride = size[0] * bpp
         config.output.u.RGBA.size = len(out)
         status = self.decode_into(data, len(data), ctypes.byref(config))
@@ -234,7 +240,9 @@ def libwebp() -> LibWebP | None:
         return None
 
 
-def _webp(im: ImageFile.ImageFile, data: bytes, want: tuple[float, float], full: Box) -> tuple[Image.Image | None, Box]:
+def _webp(
+    im: ImageFile.ImageFile, data: bytes, want: tuple[float, float], full: Box
+) -> tuple[Image.Image | None, Box]:
     """Rescale while decoding, leaving the same headroom over ``want`` as a JPEG draft."""
     scale = min(1.0, want[0] / im.width, want[1] / im.height)
     if scale >= 1.0 or (lib := libwebp()) is None:

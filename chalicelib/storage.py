@@ -305,6 +305,17 @@ def is_tombstone(key: str) -> bool:
     return key[ID_LENGTH:] == f"/{TOMBSTONE}"
 
 
+def _parse_objects_any(image_id: str, objects: Iterable[dict[str, Any]]) -> bool:
+    return next(_parse_objects(image_id, objects), None) is not None
+
+
+def parse_image_keys(
+    image_id: str, objects: Iterable[dict[str, Any]]
+) -> list[tuple[str, Record | Rendition]]:
+    """An image's records and renditions with their keys (other keys skipped)."""
+    return list(_parse_objects(image_id, objects))
+
+
 def image_records(image_id: str, objects: Iterable[dict[str, Any]]) -> list[Record]:
     """Every status record among an image's keys, whatever its version."""
     return [parsed for _, parsed in _parse_objects(image_id, objects) if isinstance(parsed, Record)]
@@ -718,10 +729,12 @@ def purge_image(image_id: str, settings: Settings, objects: list[dict[str, Any]]
     )
 
 
-def purge_version(image_id: str, version: str, settings: Settings) -> None:
+def purge_version(
+    image_id: str, version: str, settings: Settings, objects: list[dict[str, Any]] | None = None
+) -> None:
     """Delete the renditions and records of one version of the original (a superseded delivery's)."""
-    stale = [key for key, parsed in _parse_objects(image_id, image_objects(image_id, settings))
-             if parsed.version == version]  # fmt: skip
+    listed = image_objects(image_id, settings) if objects is None else objects
+    stale = [key for key, parsed in _parse_objects(image_id, listed) if parsed.version == version]
     _delete_keys(settings.images_bucket, sorted(stale, key=lambda k: "/s/" in k))
 
 
@@ -802,10 +815,12 @@ def delete_image(image_id: str, settings: Settings) -> bool:
             _delete_keys(settings.upload_bucket, [upload_key(image_id), original_key(image_id)])
             purge_image(image_id, settings)
         return False
-    if not any(True for _ in _parse_objects(image_id, objects)) and not any(
-        head_upload(key, settings) for key in (upload_key(image_id), original_key(image_id))
-    ):
-        return False
+    # Nothing listed yet: a presigned upload not processed so far (an object from any S3 client
+    # gets its originals/{id} and then its records before its id is shown anywhere).
+    if not _parse_objects_any(image_id, objects):
+        upload = head_upload(upload_key(image_id), settings)
+        if upload is None or granted_id(upload.key, upload.last_modified, settings) != image_id:
+            return False
     deleted_at = datetime.now(UTC).isoformat(timespec="seconds")
     s3().put_object(
         Bucket=settings.images_bucket,

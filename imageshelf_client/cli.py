@@ -1,12 +1,12 @@
 """``imageshelf``: upload, import, list, get and delete images from the command line.
 
     imageshelf upload cat.jpg dog.png --wait
-    imageshelf import ~/Pictures/holiday --jobs 8
+    imageshelf import ~/Pictures/holiday --jobs 8     # again later: only what is new
     imageshelf list --all --json | jq '.images[].id'
     IMAGESHELF_TOKEN=... imageshelf delete 0123456789abcdefghjk
 
 The server is ``--url`` or ``$IMAGESHELF_URL`` (default http://127.0.0.1:8000). Exit status:
-0 when everything worked, 1 when anything failed, 2 for a usage error.
+0 when everything worked, 1 when anything failed, 2 for a usage error, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from .client import DEFAULT_URL, Client, ImageshelfError
+from .manifest import Manifest, sha256_of
 from .models import Image
 
 IMAGE_SUFFIXES = frozenset(
@@ -39,6 +40,33 @@ class Outcome:
     status: str = "failed"  # pending, ready or failed
     bytes: int = 0
     error: dict[str, str] | None = None
+
+
+@dataclass
+class Skipped:
+    """The files of a folder that ``import`` did not send, and why."""
+
+    not_images: int = 0
+    on_shelf: list[tuple[Path, str]] = field(default_factory=list)  # (file, the image it is)
+    duplicates: list[tuple[Path, Path]] = field(default_factory=list)  # (file, the same file sent)
+
+    @property
+    def total(self) -> int:
+        return self.not_images + len(self.on_shelf) + len(self.duplicates)
+
+    def to_json(self) -> list[dict[str, str | None]]:
+        return [
+            {"path": str(path), "reason": "on_shelf", "id": image_id, "same_as": None}
+            for path, image_id in self.on_shelf
+        ] + [
+            {"path": str(path), "reason": "duplicate", "id": None, "same_as": str(first)}
+            for path, first in self.duplicates
+        ]
+
+
+def plural(count: int, one: str, many: str) -> str:
+    """``plural(1, "file", "files")`` -> ``"1 file"``."""
+    return f"{count} {one if count == 1 else many}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,11 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_upload_options(upload)
 
     folder = commands.add_parser(
-        "import", parents=[common], help="upload every image in a folder (recursively)"
+        "import",
+        parents=[common],
+        help="upload every image in a folder (recursively), skipping those already on the shelf",
+        description="Upload every image in a folder and its subfolders. Files uploaded by an earlier "
+        "import to the same server (same content, whatever their name) are skipped while their image "
+        "is still there, so running it again, or after an interruption, sends only what is missing. "
+        "What was uploaded is remembered in ~/.cache/imageshelf/imports/ ($XDG_CACHE_HOME).",
     )
     folder.add_argument("folder", metavar="DIR")
     folder.add_argument(
         "--no-wait", dest="wait", action="store_false", help="do not wait for the images to be processed"
+    )
+    folder.add_argument(
+        "--force", action="store_true", help="upload every file, even those already on the shelf"
     )
     _add_upload_options(folder)
 
@@ -174,14 +211,101 @@ def _import(client: Client, folder: Path, args: argparse.Namespace, out: TextIO,
             "invalid_request",
             f"No images in {folder} (looked for files named {', '.join(sorted(IMAGE_SUFFIXES))}).",
         )
-    return _uploads(client, images, args, out, err, skipped=len(files) - len(images))
+    manifest = Manifest(client.url)
+    skipped = Skipped(not_images=len(files) - len(images))
+    digests = _digests(images, args.jobs)
+    send = _to_send(client, images, digests, manifest, skipped, args)
+
+    def record(path: Path, image_id: str) -> None:
+        digest = digests.get(path)
+        if digest:
+            manifest.record(digest, image_id, path)
+
+    try:
+        return _uploads(client, send, args, out, err, skipped, record)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: {plural(manifest.recorded, 'upload', 'uploads')} of this run recorded; "
+            "run the same command again to send the rest",
+            file=err,
+        )
+        raise
+    finally:
+        try:
+            manifest.compact()
+        except OSError as error:  # the appended lines are kept; compacting can wait for next time
+            print(f"note: could not tidy {manifest.path}: {error.strerror}", file=err)
+
+
+def _digests(paths: list[Path], jobs: int) -> dict[Path, str | None]:
+    """Each file's SHA-256 (None if it cannot be read: its upload then says why)."""
+
+    def digest(path: Path) -> str | None:
+        try:
+            return sha256_of(path)
+        except OSError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="hash") as pool:
+        return dict(zip(paths, pool.map(digest, paths), strict=True))
+
+
+def _to_send(
+    client: Client,
+    paths: list[Path],
+    digests: dict[Path, str | None],
+    manifest: Manifest,
+    skipped: Skipped,
+    args: argparse.Namespace,
+) -> list[Path]:
+    """The files to upload: one per content, and (unless ``--force``) not those an earlier import
+    sent whose image is still on the shelf. A deleted image's file, or a failed one's, goes again."""
+    first: dict[str, Path] = {}
+    unique: list[Path] = []
+    for path in paths:
+        digest = digests[path]
+        if digest is not None and digest in first:
+            skipped.duplicates.append((path, first[digest]))
+            continue
+        if digest is not None:
+            first[digest] = path
+        unique.append(path)
+    if args.force:
+        return unique
+    known: dict[Path, str] = {}
+    for path in unique:
+        digest = digests[path]
+        image_id = manifest.id_of(digest) if digest else None
+        if image_id:
+            known[path] = image_id
+
+    def still_there(image_id: str) -> bool:
+        try:
+            return not client.get(image_id).failed
+        except ImageshelfError as error:
+            if error.code == "not_found":
+                return False
+            raise
+
+    with ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="check") as pool:
+        there = dict(zip(known, pool.map(still_there, known.values()), strict=True))
+    skipped.on_shelf.extend((path, known[path]) for path in unique if there.get(path))
+    return [path for path in unique if not there.get(path)]
 
 
 def _uploads(
-    client: Client, paths: list[Path], args: argparse.Namespace, out: TextIO, err: TextIO, skipped: int = 0
+    client: Client,
+    paths: list[Path],
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+    skipped: Skipped | None = None,
+    record: Callable[[Path, str], None] | None = None,
 ) -> int:
     """Send the files ``args.jobs`` at a time; with ``args.wait``, follow the uploaded images
-    until each is ready or failed. Prints the summary; returns the exit status."""
+    until each is ready or failed. ``record`` is told each file's image id as soon as storage has
+    its bytes. Prints the summary; returns the exit status. Interrupted, it lets the uploads in
+    flight end (and be recorded), starts no other, and raises ``KeyboardInterrupt``."""
     from tqdm import tqdm
 
     sizes = {path: _size(path) for path in paths}
@@ -216,6 +340,8 @@ def _uploads(
         try:
             outcome.id = client._upload(path, None, None, args.method, progress)
             outcome.status = "pending"
+            if record:
+                record(path, outcome.id)
         except ImageshelfError as error:
             outcome.status, outcome.error = "failed", {"code": error.code, "message": error.message}
         except OSError as error:
@@ -230,16 +356,20 @@ def _uploads(
         with lock:
             done.update(1)
 
+    pool = ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="upload")
     try:
-        with ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="upload") as pool:
-            futures = {pool.submit(upload, path) for path in paths}
-            outcomes = _follow(client, futures, args, finish)
+        futures = {pool.submit(upload, path) for path in paths}
+        outcomes = _follow(client, futures, args, finish)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=True, cancel_futures=True)  # the ones in flight end; no new one starts
+        raise
     finally:
+        pool.shutdown(wait=True)
         sent.close()
         done.close()
     order = {str(path): index for index, path in enumerate(paths)}
     outcomes.sort(key=lambda o: order[o.path])
-    _summary(outcomes, args, out, skipped)
+    _summary(outcomes, args, out, skipped or Skipped())
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
@@ -327,7 +457,7 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _summary(outcomes: list[Outcome], args: argparse.Namespace, out: TextIO, skipped: int) -> None:
+def _summary(outcomes: list[Outcome], args: argparse.Namespace, out: TextIO, skipped: Skipped) -> None:
     uploaded = [o for o in outcomes if o.id is not None]
     counts = {status: sum(o.status == status for o in outcomes) for status in ("ready", "pending", "failed")}
     if args.json:
@@ -335,23 +465,41 @@ def _summary(outcomes: list[Outcome], args: argparse.Namespace, out: TextIO, ski
             {
                 "uploaded": len(uploaded),
                 **counts,
-                "skipped": skipped,
+                "skipped": skipped.total,
+                "on_shelf": len(skipped.on_shelf),
+                "duplicates": len(skipped.duplicates),
+                "not_images": skipped.not_images,
                 "results": [asdict(o) for o in outcomes],
+                "skipped_files": skipped.to_json(),
             },
             out,
             indent=2,
         )
         out.write("\n")
         return
-    line = f"uploaded {len(uploaded)} of {len(outcomes)}"
-    if args.wait:
-        line += f", ready {counts['ready']}"
-    elif counts["pending"]:
-        line += f", pending {counts['pending']}"
-    line += f", failed {counts['failed']}"
-    if skipped:
-        line += f" (skipped {skipped} files not named like images)"
+    if outcomes:
+        line = f"uploaded {len(uploaded)} of {len(outcomes)}"
+        if args.wait:
+            line += f", ready {counts['ready']}"
+        elif counts["pending"]:
+            line += f", pending {counts['pending']}"
+        line += f", failed {counts['failed']}"
+    else:
+        line = "nothing new to upload"
     print(line, file=out)
+    reasons = []
+    if skipped.on_shelf:
+        reasons.append(
+            f"{len(skipped.on_shelf)} already on the shelf (imported before; --force uploads them again)"
+        )
+    if skipped.duplicates:
+        count = len(skipped.duplicates)
+        reasons.append(plural(count, "duplicate of another file", "duplicates of other files"))
+    if skipped.not_images:
+        count = skipped.not_images
+        reasons.append(plural(count, "file not named like an image", "files not named like images"))
+    if reasons:
+        print("skipped " + ", ".join(reasons), file=out)
     for outcome in outcomes:
         if outcome.status == "failed" and outcome.error:
             where = f" [{outcome.id}]" if outcome.id else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -15,12 +16,14 @@ __all__ = [
     "IMAGES_BUCKET",
     "UPLOAD_BUCKET",
     "Stack",
+    "assert_invariants",
     "free_port",
     "jpeg",
     "png_rgba",
     "post_upload",
     "process",
     "s3_event",
+    "thread_safe_moto_overwrites",
 ]
 
 
@@ -81,3 +84,95 @@ def process(client: Any, aws: Any, data: bytes, filename: str = "photo.jpg") -> 
     )
     client.lambda_.invoke("resize", s3_event(grant["fields"]["key"]))
     return grant["id"]
+
+
+def thread_safe_moto_overwrites(monkeypatch: Any) -> None:
+    """moto closes an object's buffer as soon as another request overwrites or deletes it, even
+    while the first request is still answering with it ("I/O operation on closed file"); S3 has
+    no such race. Leave the buffers to the garbage collector, for tests that race writes."""
+    from moto.s3.models import FakeKey
+
+    monkeypatch.setattr(FakeKey, "dispose", lambda self, garbage=False: None)
+
+
+def _all_objects(s3: Any, bucket: str) -> dict[str, dict[str, Any]]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {obj["Key"]: obj for page in pages for obj in page.get("Contents", [])}
+
+
+def assert_invariants(
+    s3: Any,
+    deleted: Iterable[str] = (),
+    upload_bucket: str = UPLOAD_BUCKET,
+    images_bucket: str = IMAGES_BUCKET,
+    settings: Any = None,
+) -> dict[str, Any]:
+    """Check the convergence invariants (docs/convergence.md) over both buckets, at rest (every
+    delivery finished); returns the Record shown for each image, by id.
+
+    1. Every original has exactly one image, settled, and every image owns its original: an
+       original is ``uploads/{id}`` (a grant's) or ``originals/{id}``, never both, and nothing else
+       is left under ``uploads/`` (each object from any S3 client was copied to its own original).
+    2. An image whose original is gone has no record, no rendition and no marker left (a deleted
+       one keeps only its tombstone); a deleted image has no original.
+    3. The record shown is the one for the current original: its version is the original's ETag's,
+       it is the image's only record, and its renditions are that version's, one per configured
+       rendition when it is ready.
+    4. Nothing is left unsettled: no marker and no pending record.
+    """
+    from chalicelib import storage
+    from chalicelib.config import Settings
+
+    settings = settings or Settings()
+    uploads = _all_objects(s3, upload_bucket)
+    images = _all_objects(s3, images_bucket)
+    originals: dict[str, dict[str, Any]] = {}
+    for key, obj in uploads.items():
+        name = key.split("/", 1)[1]
+        if key.startswith(storage.ORIGINALS_PREFIX) or (
+            key.startswith(storage.UPLOAD_PREFIX) and storage.granted_id(key, obj["LastModified"], settings)
+        ):
+            assert name not in originals, f"{name} has two originals"
+            originals[name] = obj
+        else:
+            raise AssertionError(f"{key} was never given an image of its own")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    markers = set()
+    for key, obj in images.items():
+        if key.startswith(storage.MARKER_PREFIX):
+            markers.add(key[len(storage.MARKER_PREFIX) :])
+        elif key != storage.SWEEP_KEY:
+            assert storage.is_id(key[: storage.ID_LENGTH]), f"{key} is not an image's key"
+            groups.setdefault(key[: storage.ID_LENGTH], []).append(obj)
+    assert not markers, f"unsettled: {sorted(markers)}"
+    deleted = set(deleted)
+    shown = {}
+    for image_id, original in originals.items():
+        assert image_id not in deleted, f"the deleted image {image_id} has an original again"
+        keys = groups.get(image_id, [])
+        assert not any(storage.is_tombstone(o["Key"]) for o in keys), (
+            f"{image_id} has an original and a tombstone"
+        )
+        version = storage.version_tag(original["ETag"].strip('"'))
+        records = storage.image_records(image_id, keys)
+        assert len(records) == 1, f"{image_id} has {len(records)} records: {[o['Key'] for o in keys]}"
+        record = storage.image_state(image_id, keys)
+        assert record is not None and record.status in ("ready", "failed"), (image_id, record)
+        assert record.version == version, f"{image_id} shows another version than its original's"
+        renditions = [
+            p for _, p in storage.parse_image_keys(image_id, keys) if isinstance(p, storage.Rendition)
+        ]
+        assert all(r.version == version for r in renditions), f"{image_id} keeps another version's renditions"
+        if record.status == "ready":
+            assert sorted(r.name for r in renditions) == sorted(name for name, _ in settings.renditions)
+        else:
+            assert renditions == []
+        shown[image_id] = record
+    for image_id, keys in groups.items():
+        if image_id in originals:
+            continue
+        left = [o["Key"] for o in keys if not storage.is_tombstone(o["Key"])]
+        assert left == [], f"{image_id} has no original but keeps {left}"
+    for image_id in deleted:
+        assert [o["Key"] for o in groups.get(image_id, [])] in ([], [storage.tombstone_key(image_id)])
+    return shown

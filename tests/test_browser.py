@@ -260,6 +260,34 @@ def test_drag_and_drop_uploads(desktop: Any) -> None:
     assert wait_ready(page, name).locator(".info").text_content() == "900 × 900"
 
 
+def grid_names(page: Any, names: list[str]) -> list[str]:
+    shown = page.eval_on_selector_all("#grid > li.card .name", "nodes => nodes.map(n => n.textContent)")
+    return [name for name in shown if name in names]
+
+
+def test_photos_picked_together_keep_the_order_they_were_picked_in(desktop: Any, tmp_path: Path) -> None:
+    page, _ = desktop
+    suffix = tag()
+    # Neither alphabetical nor by size: only the pick order explains the grid's order.
+    names = [f"{word}-{suffix}.jpg" for word in ("kiwi", "apple", "mango", "fig", "banana")]
+    paths = []
+    for i, name in enumerate(names):
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(scene(900 - 100 * (i % 3), 600, seed=i))
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    assert grid_names(page, names) == names  # the upload cards, at once
+    for name in names:
+        wait_ready(page, name)
+    assert grid_names(page, names) == names  # ready, without a reload
+    ids = [card(page, name).get_attribute("data-id") for name in names]
+    assert ids == sorted(ids), "the first picked has the newest id (ids sort newest first)"
+
+    page.reload()
+    for name in names:
+        wait_ready(page, name)
+    assert grid_names(page, names) == names  # the server's order, by id, is the same
+
+
 def test_refused_files_say_why_and_the_others_carry_on(desktop: Any, tmp_path: Path) -> None:
     page, _ = desktop
     suffix = tag()
@@ -322,6 +350,181 @@ def test_a_filename_with_markup_is_shown_as_text(desktop: Any) -> None:
     assert watch.dialogs == []
 
 
+# --- failures: the uploader's and the admin's business ---------------------------------------
+
+
+def refreshed(page: Any) -> None:
+    """Run the periodic refresh now, and wait for its answer."""
+    with page.expect_response(lambda r: "/images?limit=" in r.url and "cursor" not in r.url):
+        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    page.wait_for_timeout(100)  # the answer is merged into the grid
+
+
+def test_a_failure_shows_to_its_uploader_and_the_admin_only(
+    browser: Any, desktop: Any, stack: Stack, tmp_path: Path
+) -> None:
+    page, _ = desktop
+    fake = tmp_path / f"broken-{tag()}.jpg"
+    fake.write_text("plain text pretending to be a photo")
+    page.set_input_files("#file-input", [str(fake)])
+    failed = card(page, fake.name).and_(page.locator('[data-status="failed"]'))
+    failed.wait_for()
+    expect(failed.locator(".tile-reason")).to_have_text(re.compile(r"^This file isn't a photo\."))
+    image_id = failed.get_attribute("data-id")
+    assert image_id
+    page.reload()  # this browser uploaded it: still shown, with its reason
+    failed.wait_for()
+    expect(failed.get_by_role("button", name=f"Dismiss {fake.name}")).to_be_visible()
+    shot(page, "failure-uploader.png")
+
+    other, watch = open_page(browser, stack)  # someone else's browser
+    try:
+        assert image_id in other.locator("#config").text_content()  # listed by the API...
+        expect(card(other, fake.name)).to_have_count(0)  # ...but not in the public grid
+        refreshed(other)
+        expect(card(other, fake.name)).to_have_count(0)  # nor after the periodic refresh
+        expect(other.locator('#grid > li[data-status="failed"]')).to_have_count(0)
+
+        # The admin sees every failure, with its reason and a delete button (no dismissing).
+        other.goto("about:blank")
+        other.goto(f"{stack.url}/#token={stack.admin_token}")
+        seen = card(other, fake.name)
+        expect(seen).to_have_attribute("data-status", "failed")
+        expect(seen.locator(".tile-reason")).to_have_text(re.compile(r"^This file isn't a photo\."))
+        expect(seen.get_by_role("button", name=f"Dismiss {fake.name}")).to_be_hidden()
+        other.get_by_role("button", name="Leave admin").click()
+        expect(seen).to_have_count(0)  # the public view again
+        other.get_by_role("button", name="Admin").click()
+        other.get_by_role("textbox", name="Token").fill(stack.admin_token)
+        other.get_by_role("button", name="Use token").click()
+        delete = seen.get_by_role("button", name=f"Delete {fake.name}")
+        delete.click()
+        delete.click()  # the second click confirms
+        seen.wait_for(state="detached")
+        assert requests.get(f"{stack.url}/images/{image_id}", timeout=10).status_code == 404
+        assert not watch.errors and not watch.dialogs
+    finally:
+        other.context.close()
+    refreshed(page)  # deleted elsewhere: the uploader's page lets it go too
+    expect(card(page, fake.name)).to_have_count(0)
+
+
+def test_the_uploader_dismisses_a_failure_for_good(desktop: Any, tmp_path: Path, stack: Stack) -> None:
+    page, _ = desktop
+    fake = tmp_path / f"dismiss-me-{tag()}.jpg"
+    fake.write_text("not a photo either")
+    page.set_input_files("#file-input", [str(fake)])
+    failed = card(page, fake.name).and_(page.locator('[data-status="failed"]'))
+    failed.wait_for()
+    image_id = failed.get_attribute("data-id")
+    failed.get_by_role("button", name=f"Dismiss {fake.name}").click()
+    expect(card(page, fake.name)).to_have_count(0)
+    expect(page.locator("#announcer")).to_have_text(f"{fake.name} was dismissed.")
+    page.reload()
+    refreshed(page)
+    expect(card(page, fake.name)).to_have_count(0)  # remembered
+    # Dismissing hides it from this browser; only the admin deletes.
+    assert requests.get(f"{stack.url}/images/{image_id}", timeout=10).json()["status"] == "failed"
+
+
+def test_a_page_of_hidden_failures_does_not_stop_the_scrolling(desktop: Any, stack: Stack) -> None:
+    page, _ = desktop
+    total = len(requests.get(f"{stack.url}/images?limit=30", timeout=10).json()["images"])
+    if total < 30:
+        suffix = tag()
+        upload_many(
+            stack, [(f"filler-{i:02d}-{suffix}.jpg", scene(160, 120, seed=i)) for i in range(30 - total)]
+        )
+    asked: list[str] = []
+
+    def first_page_all_failed(route: Any) -> None:
+        # The first "more" page answers as if every image on it had failed, and points at itself:
+        # the script must go on to the next page by itself, as the user sees nothing new.
+        body = route.fetch().json()
+        asked.append(route.request.url)
+        if len(asked) == 1:
+            for image in body["images"]:
+                image.update(status="failed", renditions=[], error={"code": "corrupt_image", "message": "m"})
+            body["next_cursor"] = route.request.url.split("cursor=", 1)[1].split("&", 1)[0]
+        route.fulfill(json=body)
+
+    page.route("**/images?limit=24&cursor=*", first_page_all_failed)
+    page.reload()
+    before = page.locator("#grid > li.card").count()
+    page.mouse.wheel(0, 20_000)  # scrolling to the end loads more
+    page.wait_for_function(f"() => document.querySelectorAll('#grid > li.card').length > {before}")
+    assert len(asked) >= 2 and asked[0] == asked[1], asked  # the hidden page, then the same one for real
+    expect(page.locator('#grid > li[data-status="failed"]')).to_have_count(0)
+    page.unroute("**/images?limit=24&cursor=*")
+
+
+# --- long names ---------------------------------------------------------------------------
+
+VISIBLE_TEXT = r"""el => {
+  // The text a person sees: not in display:none, nor in the 1-pixel visually hidden spans.
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  let text = "";
+  while (walker.nextNode()) {
+    const parent = walker.currentNode.parentElement;
+    if (parent.getBoundingClientRect().width > 1) text += walker.currentNode.textContent;
+  }
+  return text.replace(/\s+/g, " ").trim();
+}"""
+
+
+def test_a_long_filename_can_be_read_in_full(desktop: Any, stack: Stack) -> None:
+    page, _ = desktop
+    long = (
+        f"Summer holiday in the Dolomites - sunrise over the Tre Cime di Lavaredo seen from the "
+        f"Rifugio Locatelli, day 3 of 12 ({tag()}).jpg"
+    )
+    upload_many(stack, [(long, scene(1200, 800, seed=11))])
+    page.reload()
+    found = wait_ready(page, long)
+    link = found.locator("a.tile")
+    # The tile's accessible name and its title (shown on hover) are the whole name.
+    expect(page.get_by_role("link", name=long, exact=True)).to_have_count(1)
+    assert link.get_attribute("title") == long
+    name = found.locator(".name")
+    assert name.get_attribute("title") == long
+    assert name.evaluate("n => n.scrollWidth > n.clientWidth"), "cut with an ellipsis at rest"
+    public_width = name.evaluate("n => n.clientWidth")
+    neighbour = found.locator("xpath=following-sibling::li[1]")
+    where = neighbour.bounding_box() if neighbour.count() else None
+
+    # Keyboard focus on the tile draws the whole name over the caption; nothing around it moves.
+    link.focus()
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.closest('.card')?.dataset.id") == found.get_attribute(
+        "data-id"
+    )
+    assert name.evaluate("n => getComputedStyle(n).whiteSpace") == "normal"
+    assert name.evaluate("n => n.scrollWidth <= n.clientWidth && n.scrollHeight <= n.clientHeight + 1")
+    assert name.evaluate(VISIBLE_TEXT) == long
+    shot(page, "long-name-focus.png")
+    if where:
+        assert neighbour.bounding_box() == where
+
+    # In the lightbox the name wraps, whole, inside the screen.
+    page.keyboard.press("Enter")
+    title = page.locator("#lightbox-title")
+    expect(title).to_have_text(long)
+    assert title.evaluate("t => t.scrollWidth <= t.clientWidth")
+    box = title.bounding_box()
+    assert box and box["height"] > 30, "wrapped onto more than one line"
+    assert box["x"] >= 0 and box["x"] + box["width"] <= DESKTOP["width"]
+    shot(page, "long-name-lightbox.png")
+    page.keyboard.press("Escape")
+
+    # Admin mode's delete button does not take the name's room.
+    page.goto("about:blank")
+    page.goto(f"{stack.url}/#token={stack.admin_token}")
+    found = wait_ready(page, long)
+    expect(found.get_by_role("button", name=f"Delete {long}")).to_be_visible()
+    assert found.locator(".name").evaluate("n => n.clientWidth") == public_width
+
+
 # --- the tile's one markup ---------------------------------------------------------------
 
 # A card's markup with what may differ between two drawings of the same image left out: the
@@ -362,7 +565,9 @@ def test_tiles_the_script_draws_are_the_servers_tiles(desktop: Any, tmp_path: Pa
     assert "is-new" in (ready.get_attribute("class") or "")
     drawn = {name: card(page, name).evaluate(SHAPE) for name in (good.name, fake.name)}
 
-    page.reload()  # now drawn by the server, from the same macro
+    page.reload()  # now drawn by the server, from the same macro (the failure: by the script, for
+    # this browser uploaded it; the public page leaves failures out)
+    card(page, fake.name).wait_for()
     served = {name: card(page, name).evaluate(SHAPE) for name in (good.name, fake.name)}
     assert "is-new" not in (card(page, good.name).get_attribute("class") or "")
     assert served == drawn
@@ -441,21 +646,29 @@ def test_more_pages_load_on_scroll_and_with_the_button(desktop: Any, stack: Stac
         upload_many(
             stack, [(f"page-{i:02d}-{suffix}.jpg", scene(160, 120, seed=i)) for i in range(60 - total)]
         )
-    expected: list[str] = []
+    # What a visitor's grid shows of each page: its images but the failed ones (their uploader's and
+    # the admin's business, and this browser uploaded none of them).
+    pages: list[list[str]] = []
     cursor = None
-    while len(expected) < 72:
+    while len(pages) < 3:
         query = f"?limit=24&cursor={cursor}" if cursor else "?limit=24"
         body = requests.get(f"{stack.url}/images{query}", timeout=10).json()
-        expected += [image["id"] for image in body["images"]]
+        failed = [
+            i["status"] == "failed" or (i["status"] == "ready" and not i["renditions"])
+            for i in body["images"]
+        ]
+        pages.append([i["id"] for i, hidden in zip(body["images"], failed, strict=True) if not hidden])
         cursor = body["next_cursor"]
         if not cursor:
             break
+    expected = [image_id for page_ids in pages for image_id in page_ids]
 
     page.reload()
     ids = page.locator("#grid > li.card")
-    assert ids.count() >= 24
+    assert ids.count() >= len(pages[0])
     page.locator("#load-more").click()  # the button (or the scroll it causes) loads page two
-    page.wait_for_function("() => document.querySelectorAll('#grid > li.card').length >= 48")
+    two = len(pages[0]) + len(pages[1])
+    page.wait_for_function(f"() => document.querySelectorAll('#grid > li.card').length >= {two}")
     page.mouse.wheel(0, 20_000)  # scrolling to the end loads page three
     page.wait_for_function(
         f"() => document.querySelectorAll('#grid > li.card').length >= {min(len(expected), 60)}"
@@ -486,7 +699,7 @@ def test_empty_gallery_explains_what_to_do(desktop: Any) -> None:
     empty.wait_for()
     assert "No photos yet" in empty.text_content()
     assert page.locator("#grid > li").count() == 0
-    assert empty.get_by_text("Choose photos").is_visible()
+    assert empty.get_by_text("Choose photos", exact=True).is_visible()
 
 
 def test_images_from_other_clients_appear_without_reload(desktop: Any, stack: Stack) -> None:
@@ -653,3 +866,45 @@ def test_desktop_and_phone_layouts_with_screenshots(browser: Any, stack: Stack) 
             assert not watch.errors and not watch.dialogs
         finally:
             page.context.close()
+
+
+@pytest.mark.parametrize("device", ["phone", "desktop"])
+def test_the_hint_fits_the_device_and_names_the_button_as_shown(
+    browser: Any, stack: Stack, device: str
+) -> None:
+    if device == "phone":
+        page, watch = open_page(browser, stack, PHONE, is_mobile=True, has_touch=True)
+    else:
+        page, watch = open_page(browser, stack, {"width": 1280, "height": 900})
+    try:
+        assert page.evaluate("matchMedia('(hover: none) and (pointer: coarse)').matches") == (
+            device == "phone"
+        )
+        hint = page.locator(".intro").evaluate(VISIBLE_TEXT)
+        button = page.locator("label.upload-button").evaluate(VISIBLE_TEXT)
+        named = page.locator(".intro strong").evaluate_all(
+            f"nodes => nodes.map({VISIBLE_TEXT}).filter(Boolean)"
+        )
+        assert named == [button], "the hint names the button the way it is shown"
+        if device == "phone":
+            assert button == "Upload"
+            assert hint.startswith(
+                "Tap Upload to choose photos from your library or take one with the camera."
+            )
+            assert "Drop" not in hint and "drag" not in hint.lower()
+        else:
+            assert button == "Upload photos"
+            assert hint.startswith("Drop photos anywhere on this page, or choose them with Upload photos.")
+            assert "Tap" not in hint
+        # The empty gallery's words follow the same rule.
+        page.route("**/images?*", lambda route: route.fulfill(json={"images": [], "next_cursor": None}))
+        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        empty = page.locator("#empty")
+        empty.wait_for()
+        words = empty.evaluate(VISIBLE_TEXT)
+        assert ("Drag photos" in words) == (device == "desktop")
+        assert ("take one with the camera" in words) == (device == "phone")
+        shot(page, f"hint-{device}.png")
+        assert not watch.errors and not watch.dialogs
+    finally:
+        page.context.close()

@@ -1,11 +1,14 @@
-"""The ``imageshelf`` command: arguments, output for people and for scripts, exit status, and
-importing a folder of 200 photos into the local stack."""
+"""The ``imageshelf`` command: arguments, output for people and for scripts, exit status,
+importing a folder of 200 photos into the local stack, and importing it again (or after an
+interruption) without sending twice what is already on the shelf."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -16,10 +19,19 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from imageshelf_client import manifest as manifests
 from imageshelf_client.cli import build_parser, main
 from tests.support import Stack, jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test remembers its imports in a folder of its own, never in the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -146,7 +158,10 @@ def test_failures_are_summarised_with_reasons_and_exit_1(stack: Stack, tmp_path:
     (tmp_path / ".hidden.jpg").write_bytes(jpeg(10, 10))
     code, out, err = run("import", str(tmp_path), "--url", stack.url, "--progress", "--method", "post")
     assert code == 1
-    assert out.splitlines()[0] == "uploaded 2 of 3, ready 1, failed 2 (skipped 1 files not named like images)"
+    assert out.splitlines()[:2] == [
+        "uploaded 2 of 3, ready 1, failed 2",
+        "skipped 1 file not named like an image",
+    ]
     assert f"failed: {tmp_path / 'empty.png'}: " in out and "(empty_file)" in out
     assert f"failed: {tmp_path / 'fake.jpg'} [" in out and "(not_an_image)" in out
     # tqdm's bars, forced on although stderr is not a terminal
@@ -161,6 +176,148 @@ def test_upload_without_wait_leaves_images_pending(stack: Stack, tmp_path: Path)
     result = json.loads(out)["results"][0]
     assert result["status"] in ("pending", "ready") and result["error"] is None
     assert stack.wait(result["id"])["status"] == "ready"
+
+
+# --- importing again --------------------------------------------------------------------------
+
+
+def summary_of(*argv: str) -> tuple[int, dict[str, Any]]:
+    code, out, _ = run(*argv, "--json")
+    return code, json.loads(out)
+
+
+@pytest.mark.e2e
+def test_import_again_skips_what_is_on_the_shelf_and_sends_what_is_not(stack: Stack, tmp_path: Path) -> None:
+    folder = tmp_path / "holiday"
+    make_photos(folder, 4)
+    copy = folder / "album0" / "zz-copy.png"
+    copy.write_bytes((folder / "album0" / "photo-000.png").read_bytes())
+    (folder / "notes.txt").write_text("not a photo")
+    url = ("--url", stack.url)
+
+    code, out, _ = run("import", str(folder), *url)
+    assert code == 0
+    assert out.splitlines() == [
+        "uploaded 4 of 4, ready 4, failed 0",
+        "skipped 1 duplicate of another file, 1 file not named like an image",
+    ]
+
+    code, out, _ = run("import", str(folder), *url)  # nothing changed: nothing is sent
+    assert code == 0
+    assert out.splitlines() == [
+        "nothing new to upload",
+        "skipped 4 already on the shelf (imported before; --force uploads them again), "
+        "1 duplicate of another file, 1 file not named like an image",
+    ]
+
+    # A new photo, a renamed one (the same bytes: still on the shelf), and one deleted meanwhile.
+    make_photos(folder / "later", 1, seed=99)
+    (folder / "album1" / "photo-001.jpg").rename(folder / "album1" / "renamed.jpg")
+    recorded = manifests.Manifest(stack.url).entries.values()
+    deleted = next(e["id"] for e in recorded if e["path"].endswith("photo-002.jpg"))
+    assert run("--url", stack.url, "--token", stack.admin_token, "delete", deleted)[0] == 0
+    code, again = summary_of("import", str(folder), *url)
+    assert code == 0
+    sent = {Path(r["path"]).relative_to(folder).as_posix() for r in again["results"]}
+    assert sent == {"later/album0/photo-000.png", "album2/photo-002.jpg"}
+    assert (
+        again["uploaded"],
+        again["ready"],
+        again["on_shelf"],
+        again["duplicates"],
+        again["not_images"],
+    ) == (
+        2,
+        2,
+        3,
+        1,
+        1,
+    )
+    assert {Path(f["path"]).name for f in again["skipped_files"] if f["reason"] == "on_shelf"} == {
+        "photo-000.png",
+        "renamed.jpg",
+        "photo-003.jpg",
+    }
+    for skipped in again["skipped_files"]:
+        if skipped["reason"] == "on_shelf":
+            assert stack.wait(skipped["id"])["status"] == "ready"
+
+    code, forced = summary_of("import", str(folder), *url, "--force", "--no-wait")
+    assert code == 0 and forced["uploaded"] == 5 and forced["on_shelf"] == 0  # everything, once per content
+
+
+@pytest.mark.e2e
+def test_a_failed_image_is_sent_again_and_said_so(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / f"good-{time.time_ns()}.jpg").write_bytes(jpeg(150, 100, color=(time.time_ns() % 256, 9, 9)))
+    (tmp_path / "fake.jpg").write_text(f"text pretending to be a photo {time.time_ns()}")
+    code, first = summary_of("import", str(tmp_path), "--url", stack.url)
+    assert code == 1 and (first["ready"], first["failed"]) == (1, 1)
+    code, out, _ = run("import", str(tmp_path), "--url", stack.url)
+    assert code == 1  # the failure is tried again (and fails again, with its reason)
+    lines = out.splitlines()
+    assert lines[:2] == [
+        "uploaded 1 of 1, ready 0, failed 1",
+        "skipped 1 already on the shelf (imported before; --force uploads them again)",
+    ]
+    assert "fake.jpg [" in lines[2] and "(not_an_image)" in lines[2]
+
+
+@pytest.mark.e2e
+def test_an_interrupted_import_carries_on_where_it_stopped(stack: Stack, tmp_path: Path, cache: Path) -> None:
+    folder = tmp_path / "many"
+    make_photos(folder, 60)
+    record = manifests.path_for(stack.url)
+    before = len(manifests.Manifest(stack.url).entries)
+    command = subprocess.Popen(
+        [sys.executable, "-m", "imageshelf_client", "import", str(folder), "--jobs", "2", "--no-wait"],
+        cwd=ROOT,
+        env={**os.environ, "XDG_CACHE_HOME": str(cache), "IMAGESHELF_URL": stack.url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(manifests.Manifest(stack.url).entries) < before + 3:  # a few are up: Ctrl-C
+        assert command.poll() is None, command.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    command.send_signal(signal.SIGINT)
+    out, err = command.communicate(timeout=60)
+    assert command.returncode == 130, (out, err)
+    recorded = manifests.Manifest(stack.url)
+    done = len(recorded.entries) - before
+    assert 3 <= done < 60
+    assert f"interrupted: {done} uploads of this run recorded; run the same command again" in err
+    assert record.read_text().count("\n") == len(recorded.entries) + 1  # compacted: a header, a line each
+
+    code, again = summary_of("import", str(folder), "--url", stack.url, "--no-wait")
+    assert code == 0
+    assert again["on_shelf"] == done and again["uploaded"] == 60 - done
+    # Every photo is on the shelf exactly once: the uploads in flight at the interruption ended
+    # and were recorded, so none was sent twice.
+    ids = {f["id"] for f in again["skipped_files"]} | {r["id"] for r in again["results"]}
+    assert len(ids) == 60
+    for image_id in ids:
+        assert stack.wait(image_id, timeout=60)["status"] == "ready"
+
+
+def test_the_manifest_survives_a_torn_line_and_is_kept_per_server(tmp_path: Path) -> None:
+    one = manifests.Manifest("http://127.0.0.1:8000/")
+    assert one.path == manifests.path_for("http://127.0.0.1:8000")
+    assert one.path != manifests.path_for("http://127.0.0.1:8001")
+    assert one.path.name.startswith("127.0.0.1-8000-") and one.path.suffix == ".jsonl"
+    one.record("a" * 64, "1" * 20, tmp_path / "a.jpg")
+    one.record("b" * 64, "2" * 20, tmp_path / "b.jpg")
+    one.record("a" * 64, "3" * 20, tmp_path / "a.jpg")  # uploaded again (--force, or deleted)
+    with one.path.open("a") as handle:
+        handle.write('{"sha256": "cccc", "id": "4')  # a crash in the middle of a line
+    two = manifests.Manifest("http://127.0.0.1:8000")
+    assert (two.id_of("a" * 64), two.id_of("b" * 64), two.id_of("cccc")) == ("3" * 20, "2" * 20, None)
+    two.compact()
+    lines = two.path.read_text().splitlines()
+    assert json.loads(lines[0]) == {"server": "http://127.0.0.1:8000"}
+    assert [json.loads(line)["id"] for line in lines[1:]] == ["3" * 20, "2" * 20]
+    assert not list(two.path.parent.glob("*.tmp"))
 
 
 # --- 200 photos ---------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""What ``make package`` builds, checked offline: the Lambda zip and the Terraform that wires it.
+"""What ``make package`` builds, checked offline: the Lambda zip and the Terraform that wires it;
+and, offline too, what ``make deploy`` adds around Chalice: the generated project a deployment runs
+in, a regional copy's names and policies, the CDN's configuration and bucket policy, the alarms.
+(tests/test_rehearsal.py runs the deploy itself, against moto's server.)
 
 ``chalice package`` runs once per stage per session (it downloads Linux wheels from PyPI: without
 network these tests fail, on purpose, rather than skip). Nothing here calls AWS.
@@ -7,6 +10,7 @@ network these tests fail, on purpose, rather than skip). Nothing here calls AWS.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from tools import package_check
-from tools.deploy import api_origin, deployed_region, function_names, package, set_log_retention
+from tools import cdn, monitoring, package_check
+from tools.deploy import api_origin, function_names, package, set_log_retention
+from tools.deployment import deployed_region, deployment, regional_policy, render_project, resolve
 from tools.provision import ROOT, stage_environment
 
 STAGES = ("dev", "prod")
@@ -148,7 +153,7 @@ def test_terraform_functions_are_sized_as_configured(packaged: dict[str, Path], 
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_function_has_its_own_role_with_its_policy_file(packaged: dict[str, Path], stage: str) -> None:
     resources = terraform(packaged[stage])["resource"]
-    for name in ("api_handler", "resize"):
+    for name in stage_functions(stage):
         assert resources["aws_lambda_function"][name]["role"] == f"${{aws_iam_role.{name}_role.arn}}"
         written = json.loads(resources["aws_iam_role_policy"][f"{name}_role"]["policy"])
         assert written == json.loads((ROOT / ".chalice" / f"policy-{stage}-{name}.json").read_text())
@@ -176,7 +181,7 @@ def test_log_retention_is_set_on_the_real_log_groups(monkeypatch: pytest.MonkeyP
         logs = boto3.client("logs", region_name="eu-west-1")
         logs.create_log_group(logGroupName="/aws/lambda/imageshelf-prod")
         for _ in range(2):
-            set_log_retention(logs, "prod", 90)
+            set_log_retention(logs, ["imageshelf-prod", "imageshelf-prod-resize"], 90)
         found = logs.describe_log_groups()["logGroups"]
     groups = {g["logGroupName"]: g.get("retentionInDays") for g in found}
     assert groups == {"/aws/lambda/imageshelf-prod": 90, "/aws/lambda/imageshelf-prod-resize": 90}
@@ -201,6 +206,7 @@ def test_make_admin_token_stores_a_working_securestring_and_rotates(
     from chalicelib.config import Settings
     from chalicelib.errors import ImageshelfError
     from tools import deploy
+    from tools import deployment as deployment_module
 
     for name, value in {
         "AWS_ACCESS_KEY_ID": "t",
@@ -209,14 +215,16 @@ def test_make_admin_token_stores_a_working_securestring_and_rotates(
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("REGION", raising=False)
     # Whatever this checkout may have deployed for real (the region check has its own test).
     monkeypatch.setattr(deploy, "deployed", lambda stage, project_dir=ROOT: {})
+    monkeypatch.setattr(deployment_module, "deployed", lambda stage, project_dir=ROOT: {})
     parameter = stage_environment("prod")["ADMIN_TOKEN_PARAMETER"]
     settings = Settings(stage="prod", admin_token_parameter=parameter)
     auth.reset_cache()
     with mock_aws():
         ssm = boto3.client("ssm", region_name="eu-west-1")
-        assert "make admin-token STAGE=prod" in deploy.admin_token_hint(ssm, "prod")
+        assert "make admin-token STAGE=prod" in (deploy.admin_token_hint(ssm, "prod") or "")
         tokens = []
         for _ in range(2):
             assert deploy.main(["admin-token", "--stage", "prod"]) == 0
@@ -234,25 +242,209 @@ def test_make_admin_token_stores_a_working_securestring_and_rotates(
         deploy.main(["admin-token", "--stage", "local"])
 
 
-def test_deploy_and_admin_token_refuse_a_region_the_stage_does_not_live_in(
+# --- what make deploy adds around Chalice, offline ------------------------------------------------
+
+
+def write_record(project: Path, chalice_stage: str, region: str) -> None:
+    """A ``.chalice/deployed/<stage>.json`` as ``chalice deploy`` leaves it, in ``region``."""
+    folder = project / ".chalice" / "deployed"
+    folder.mkdir(parents=True, exist_ok=True)
+    arn = f"arn:aws:lambda:{region}:1:function:imageshelf-{chalice_stage}"
+    record = {"resources": [{"name": "api_handler", "resource_type": "lambda_function", "lambda_arn": arn}]}
+    (folder / f"{chalice_stage}.json").write_text(json.dumps(record))
+
+
+def project_copy(tmp_path: Path) -> Path:
+    """The project's Chalice configuration and policies, in a folder of its own."""
+    (tmp_path / ".chalice").mkdir()
+    for source in [ROOT / ".chalice" / "config.json", *(ROOT / ".chalice").glob("policy-*.json")]:
+        shutil.copy2(source, tmp_path / ".chalice" / source.name)
+    return tmp_path
+
+
+def test_a_stage_keeps_its_names_at_home_and_a_regional_copy_gets_its_own(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    env = stage_environment("prod")
+    for home in (None, "eu-west-1"):  # nothing deployed anywhere yet, or deployed here
+        at_home = deployment("prod", "eu-west-1", home, project)
+        assert (at_home.name, at_home.upload_bucket, at_home.regional_copy) == (
+            "prod",
+            env["UPLOAD_BUCKET"],
+            False,
+        )
+    copy = deployment("prod", "us-east-1", "eu-west-1", project)
+    assert copy.regional_copy and copy.name == "prod-us-east-1"
+    assert (copy.upload_bucket, copy.images_bucket) == (
+        f"{env['UPLOAD_BUCKET']}-us-east-1",
+        f"{env['IMAGES_BUCKET']}-us-east-1",
+    )
+    assert copy.function_name("api_handler") == "imageshelf-prod-us-east-1"
+    assert copy.function_name("resize") == "imageshelf-prod-us-east-1-resize"
+    assert copy.resize_dlq == "imageshelf-prod-us-east-1-resize-dlq"
+    # A copy stays a copy, even once the home's buckets and record are gone.
+    write_record(project, "prod-us-east-1", "us-east-1")
+    assert deployment("prod", "us-east-1", None, project).name == "prod-us-east-1"
+
+
+def test_the_home_region_is_the_recorded_one_else_the_upload_buckets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A token stored in another region would never be read: say so instead of 'stored'."""
-    from tools.deploy import stage_session
+    import boto3
+    from moto import mock_aws
 
-    (tmp_path / ".chalice" / "deployed").mkdir(parents=True)
-    (tmp_path / ".chalice" / "deployed" / "prod.json").write_text(
-        json.dumps(
-            {"resources": [{"name": "api_handler", "lambda_arn": "arn:aws:lambda:eu-west-1:1:function:x"}]}
-        )
+    project = project_copy(tmp_path)
+    for name, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    bucket = stage_environment("dev")["UPLOAD_BUCKET"]
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        assert resolve("dev", "us-east-1", s3, project).name == "dev"  # nothing anywhere: home
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        assert resolve("dev", "us-east-1", s3, project).name == "dev-us-east-1"
+        assert resolve("dev", "eu-west-1", s3, project).name == "dev"
+        write_record(project, "dev", "ap-south-1")  # Chalice's record wins
+        assert resolve("dev", "ap-south-1", s3, project).name == "dev"
+        assert resolve("dev", "eu-west-1", s3, project).name == "dev-eu-west-1"
+    assert deployed_region({}) is None
+
+
+def test_a_bucket_name_too_long_for_a_region_is_refused(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    config = json.loads((project / ".chalice" / "config.json").read_text())
+    config["stages"]["dev"]["environment_variables"]["UPLOAD_BUCKET"] = "x" * 50
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match="longer than S3's 63 characters"):
+        deployment("dev", "ap-southeast-2", "us-east-1", project)
+
+
+@pytest.mark.parametrize("function", ["api_handler", "resize"])
+def test_a_regional_copys_policy_names_its_own_resources_in_its_region(tmp_path: Path, function: str) -> None:
+    project = project_copy(tmp_path)
+    copy = deployment("dev", "eu-west-1", "us-east-1", project)
+    written = json.loads((project / ".chalice" / f"policy-dev-{function}.json").read_text())
+    derived = regional_policy(written, copy, project)
+    assert [(s["Sid"], s["Action"]) for s in derived["Statement"]] == [
+        (s["Sid"], s["Action"]) for s in written["Statement"]
+    ]
+    resources = [
+        r
+        for s in derived["Statement"]
+        for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    ]
+    for arn in resources:
+        if arn.startswith("arn:aws:s3:::"):
+            assert arn.removeprefix("arn:aws:s3:::").split("/")[0] in (
+                copy.upload_bucket,
+                copy.images_bucket,
+            ), arn
+        else:
+            assert arn.split(":")[3] == "eu-west-1", arn
+    group = f"arn:aws:logs:eu-west-1:*:log-group:/aws/lambda/{copy.function_name(function)}"
+    assert group in resources and f"{group}:*" in resources
+    if function == "resize":
+        assert "arn:aws:sqs:eu-west-1:*:imageshelf-dev-eu-west-1-resize-dlq" in resources
+    else:  # SSM is regional: the same parameter name, in the copy's region
+        assert "arn:aws:ssm:eu-west-1:*:parameter/imageshelf/dev/admin-token" in resources
+
+
+def test_the_generated_project_holds_one_stage_with_deploy_time_settings(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    for name in ("app.py", "requirements.txt"):
+        shutil.copy2(ROOT / name, project / name)
+    (project / "chalicelib" / "__pycache__").mkdir(parents=True)
+    (project / "chalicelib" / "__init__.py").write_text("")
+    (project / "chalicelib" / "__pycache__" / "x.cpython-312.pyc").write_bytes(b"")
+    extra = {"PUBLIC_BASE_URL": "https://d111.cloudfront.net", "RESIZE_DLQ_URL": "https://sqs/1/q"}
+    for home, region in (("us-east-1", "us-east-1"), ("us-east-1", "eu-west-1")):
+        target = deployment("dev", region, home, project)
+        out = render_project(target, extra, project)
+        config = json.loads((out / ".chalice" / "config.json").read_text())
+        [stage] = config["stages"]
+        assert stage == target.name
+        env = config["stages"][stage]["environment_variables"]
+        assert env == {**stage_environment("dev", project), **target.env, **extra}
+        for function, settings in config["stages"][stage]["lambda_functions"].items():
+            policy = json.loads((out / ".chalice" / settings["iam_policy_file"]).read_text())
+            source = json.loads((project / ".chalice" / f"policy-dev-{function}.json").read_text())
+            assert policy == (regional_policy(source, target, project) if target.regional_copy else source)
+        # Chalice's record and cache stay the project's own.
+        assert (out / ".chalice" / "deployed").resolve() == (project / ".chalice" / "deployed").resolve()
+        assert (out / ".chalice" / "deployments").resolve() == (
+            project / ".chalice" / "deployments"
+        ).resolve()
+        assert (out / "app.py").read_text() == (ROOT / "app.py").read_text()
+        assert not list(out.rglob("__pycache__"))
+
+
+def test_the_cdn_serves_the_images_bucket_over_https_through_origin_access_control() -> None:
+    settings = cdn.distribution_settings("prod", "imageshelf-prod-images", "eu-west-1", "E2OAC")
+    [origin] = settings["Origins"]["Items"]
+    assert origin["DomainName"] == "imageshelf-prod-images.s3.eu-west-1.amazonaws.com"
+    assert origin["OriginAccessControlId"] == "E2OAC" and origin["S3OriginConfig"] == {
+        "OriginAccessIdentity": ""
+    }
+    behaviour = settings["DefaultCacheBehavior"]
+    assert behaviour["ViewerProtocolPolicy"] == "https-only"
+    assert (
+        behaviour["AllowedMethods"]["Items"] == ["GET", "HEAD"]
+        and behaviour["TargetOriginId"] == origin["Id"]
     )
-    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    with pytest.raises(SystemExit, match="no AWS region"):
-        stage_session("prod", tmp_path)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with pytest.raises(SystemExit, match="deployed in eu-west-1, not us-east-1"):
-        stage_session("prod", tmp_path)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    assert stage_session("prod", tmp_path).region_name == "eu-west-1"
+    assert behaviour["CachePolicyId"] == cdn.CACHING_OPTIMIZED and settings["Enabled"] is True
+
+    arn = "arn:aws:cloudfront::123456789012:distribution/E1"
+    policy = cdn.images_bucket_policy("imageshelf-prod-images", arn)
+    allow, deny = policy["Statement"]
+    assert allow == {
+        "Sid": "CloudFrontReadsImages",
+        "Effect": "Allow",
+        "Principal": {"Service": "cloudfront.amazonaws.com"},
+        "Action": "s3:GetObject",
+        "Resource": "arn:aws:s3:::imageshelf-prod-images/*",
+        "Condition": {"StringEquals": {"AWS:SourceArn": arn}},
+    }
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_updating_a_distribution_sets_deploys_fields_and_keeps_the_rest() -> None:
+    wanted = cdn.distribution_settings("dev", "b", "us-east-1", "OAC")
+    current = {
+        **wanted,
+        "CallerReference": "ref",
+        "Aliases": {"Quantity": 1, "Items": ["img.example.com"]},
+        "DefaultCacheBehavior": {
+            **wanted["DefaultCacheBehavior"],
+            "MinTTL": 0,
+            "ViewerProtocolPolicy": "allow-all",
+        },
+    }
+    assert not cdn._covers(current, wanted)
+    merged = cdn._merge(current, wanted)
+    assert cdn._covers(merged, wanted)
+    assert merged["Aliases"] == current["Aliases"] and merged["CallerReference"] == "ref"
+    assert "MinTTL" not in merged["DefaultCacheBehavior"]  # a cache policy replaces the legacy TTLs
+    assert cdn._covers({**merged, "Logging": {"Enabled": False}}, wanted)
+
+
+def test_alarms_watch_resize_errors_the_dead_letter_queue_and_api_5xx_and_are_documented() -> None:
+    watched = {
+        alarm.suffix: monitoring.alarm_dimensions(alarm, "imageshelf-dev-resize", "q", "imageshelf", "api")
+        for alarm in monitoring.ALARMS
+    }
+    assert watched == {
+        "resize-errors": [{"Name": "FunctionName", "Value": "imageshelf-dev-resize"}],
+        "resize-dlq-depth": [{"Name": "QueueName", "Value": "q"}],
+        "api-5xx": [{"Name": "ApiName", "Value": "imageshelf"}, {"Name": "Stage", "Value": "api"}],
+    }
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    for alarm in monitoring.ALARMS:
+        assert f"`imageshelf-<name>-{alarm.suffix}`" in docs, (
+            f"docs/deploy.md does not say what to do about {alarm.suffix}"
+        )
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_throttles_its_api(stage: str) -> None:
+    limits = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][stage]["api_throttling"]
+    assert 0 < limits["rate_limit"] <= limits["burst_limit"] <= 5000  # API Gateway's account burst

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from chalicelib import processing, storage
 from chalicelib.config import get_settings
 from chalicelib.filenames import clean_filename
-from tests.support import IMAGES_BUCKET, UPLOAD_BUCKET, jpeg, s3_event
+from tests.support import IMAGES_BUCKET, UPLOAD_BUCKET, jpeg, s3_event, thread_safe_moto_overwrites
 
 NASTY_KEYS = [
     "uploads/my photo+1.jpg",
@@ -25,6 +25,11 @@ NASTY_KEYS = [
     "uploads/deep/folder/with spaces/IMG_0001.JPG",
     "uploads/" + "long-" * 200 + ".jpg",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _racing_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    thread_safe_moto_overwrites(monkeypatch)
 
 
 def keys(s3: Any, bucket: str) -> dict[str, str]:

@@ -182,6 +182,7 @@ def test_filenames_are_text_in_the_html_and_data_in_the_config(filename: str) ->
     (tile_image,) = [a for t, a in page.tags if t == "img" and a.get("loading") == "lazy"]
     assert tile_image["alt"] == filename
     assert page.find("p", **{"class": "name"})[0]["title"] == filename
+    assert page.find("a", **{"class": "tile"})[0]["title"] == filename  # on hover over the photo too
     # The config block cannot be closed early, and reads back as the exact API data.
     block = re.search(r'<script type="application/json" id="config">(.*?)</script>', html, re.S)
     assert block is not None
@@ -206,21 +207,48 @@ def test_a_ready_card_has_a_sized_lazy_thumbnail_with_srcset_over_the_renditions
     assert '<p class="info">1200 × 800</p>' in render(image()).body
 
 
-def test_pending_and_failed_images_show_their_state_and_reason() -> None:
-    html = render(
-        image("1" * 20, status="pending"),
-        image(
-            "2" * 20,
-            status="failed",
-            filename="notes.jpg",
-            error={"code": "not_an_image", "message": "server words"},
-        ),
-    ).body
+def test_pending_images_show_their_state_and_failed_ones_their_reason() -> None:
+    html = render(image("1" * 20, status="pending")).body
     assert "Processing…" in html
-    assert "Couldn't process" in html
-    assert "This file isn&#39;t a photo. Choose a JPEG, PNG, GIF, WebP, TIFF, BMP or AVIF image." in html
     statuses = [a["data-status"] for a in Page(html).find("li") if a.get("data-id")]
-    assert statuses == ["pending", "failed"]
+    assert statuses == ["pending"]
+    # A failure's tile (the script draws it for its uploader and the admin) says why, in words.
+    failed = image("2" * 20, status="failed", error={"code": "not_an_image", "message": "server words"})
+    tile = macro_tile(gallery.card(failed, gallery.error_words(Settings())))
+    assert "Couldn't process" in tile
+    assert "This file isn&#39;t a photo. Choose a JPEG, PNG, GIF, WebP, TIFF, BMP or AVIF image." in tile
+
+
+def grid_ids(html: str) -> list[str | None]:
+    return [a["data-id"] for a in Page(html).find("li") if a.get("data-id")]
+
+
+def test_the_public_grid_leaves_out_failed_images_but_the_script_gets_them() -> None:
+    ready, failed, empty_ready = (
+        image("1" * 20),
+        image("2" * 20, status="failed", error={"code": "corrupt_image", "message": "m"}),
+        image("3" * 20, renditions=[]),  # ready without renditions: shown as a failure
+    )
+    html = render(ready, failed, empty_ready).body
+    assert grid_ids(html) == ["1" * 20]
+    assert "Couldn't process" not in html.split('<template id="card-template">')[0]
+    config = json.loads(_config_block(html))
+    assert [i["id"] for i in config["firstPage"]["images"]] == ["1" * 20, "2" * 20, "3" * 20]
+
+
+def _config_block(html: str) -> str:
+    block = re.search(r'<script type="application/json" id="config">(.*?)</script>', html, re.S)
+    assert block is not None
+    return block.group(1)
+
+
+def test_a_first_page_of_only_failures_offers_more_rather_than_an_empty_gallery() -> None:
+    failed = image(status="failed", error={"code": "corrupt_image", "message": "m"})
+    more = Page(render(failed, next_cursor="0" * 20).body)
+    assert "hidden" in more.by_id("empty") and "hidden" not in more.by_id("load-more")
+    assert not [a for a in more.find("li") if a.get("data-id")]
+    alone = Page(render(failed).body)  # nothing else on the shelf: the public sees an empty gallery
+    assert "hidden" not in alone.by_id("empty")
 
 
 def test_every_image_error_code_has_words_a_person_understands() -> None:
@@ -237,8 +265,32 @@ def test_an_empty_gallery_explains_what_to_do() -> None:
     page = Page(render().body)
     assert "hidden" not in page.by_id("empty")
     assert "No photos yet" in page.text["empty"]
-    assert "Drag photos" in page.text["empty"]
+    assert "Drag photos" in page.text["empty"]  # with a mouse (CSS picks the hint, see below)
+    assert "take one with the camera" in page.text["empty"]  # on a touch screen
     assert "hidden" in page.by_id("load-more")
+
+
+def test_each_kind_of_device_gets_its_own_hint_naming_the_button_as_shown() -> None:
+    html = render(image()).body
+    intro = re.search(r'<p class="intro">(.*?)</p>', html, re.S)
+    assert intro is not None
+    hints = intro.group(1)
+    pointer = re.search(r'<span class="for-pointer">(.*?)</span>\s*<span class="for-touch">', hints, re.S)
+    touch = re.search(r'<span class="for-touch">(.*)', hints, re.S)
+    assert pointer is not None and touch is not None
+    assert "Drop photos" in pointer.group(1) and "Drop" not in touch.group(1) and "Tap" in touch.group(1)
+    # Both name the button with its own markup: "Upload photos", shortened to "Upload" where it is.
+    label = '<span class="narrow-hidden"> photos</span>'
+    button = re.search(r'<label class="button button-primary upload-button"[^>]*>(.*?)</label>', html, re.S)
+    assert button is not None and f"<span>Upload{label}</span>" in button.group(1)
+    assert f"<strong>Upload{label}</strong>" in pointer.group(1)
+    assert f"<strong>Upload{label}</strong>" in touch.group(1)
+    css = (gallery.STATIC_DIR / "gallery.css").read_text()
+    touch_rules = re.search(r"@media \(hover: none\) and \(pointer: coarse\) \{(.*?)\n\}", css, re.S)
+    assert touch_rules is not None
+    assert ".for-pointer { display: none; }" in touch_rules.group(1)
+    assert ".for-touch { display: inline; }" in touch_rules.group(1)
+    assert ".for-touch { display: none; }" in css
 
 
 def test_load_more_shows_only_when_there_is_a_next_page() -> None:
@@ -388,6 +440,11 @@ class Tree(HTMLParser):
             self._stack[-1].children.append(data.strip())
 
 
+def macro_tile(view: dict[str, Any]) -> str:
+    """One tile drawn by templates/card.html's macro, as the page draws the first page's."""
+    return str(gallery._environment().get_template("card.html").module.card(view))
+
+
 def card_template(html: str) -> Node:
     (template,) = Tree(html).root.find_all(lambda n: n.tag == "template")
     (card,) = [c for c in template.children if isinstance(c, Node)]
@@ -451,9 +508,17 @@ def test_a_server_rendered_tile_is_the_card_template_filled(shown: dict[str, Any
     html = render(shown).body
     template = card_template(html)
     (grid,) = Tree(html).root.find_all(lambda n: n.attr("id") == "grid")
-    (tile,) = grid.find_all(lambda n: n.tag == "li")
+    tiles = grid.find_all(lambda n: n.tag == "li")
+    failed = shown["status"] == "failed" or (shown["status"] == "ready" and not shown["renditions"])
+    if failed:
+        # Not in the public grid; the same macro draws it (the script clones the template for it).
+        assert tiles == []
+        tiles = Tree(macro_tile(gallery.card(shown, gallery.error_words(Settings())))).root.find_all(
+            lambda n: n.tag == "li"
+        )
+    (tile,) = tiles
     status = tile.attr("data-status")
-    assert status == ("failed" if shown["status"] == "ready" and not shown["renditions"] else shown["status"])
+    assert status == ("failed" if failed else shown["status"])
     # What the script does to a clone: keep the section of the card's status, drop the admin button.
     pruned = template.without(
         lambda n: n.attr("data-tile") not in ("", status) or "delete-button" in n.attr("class").split()

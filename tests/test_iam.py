@@ -11,16 +11,20 @@ test that passes against looser rules proves nothing:
 - HeadObject on a missing key: AWS answers 404 only to callers allowed ``s3:ListBucket`` on the
   bucket, 403 to everyone else; moto always answers 404.
 - DeleteObjects: AWS checks ``s3:DeleteObject`` on each key; moto checks it on the bucket ARN.
-- SSM: moto authorises every SSM call against the resource ``*``; AWS authorises GetParameter
-  against the parameter's ARN, so a policy naming the one parameter would pass on AWS and fail in
-  moto. The harness gives moto the ARN.
+- SSM and SQS: moto authorises their calls against the resource ``*``; AWS authorises GetParameter
+  against the parameter's ARN and ReceiveMessage/DeleteMessage against the queue's, so a policy
+  naming the one parameter or queue would pass on AWS and fail in moto. The harness gives moto
+  the ARN.
+- CopyObject: AWS also needs ``s3:GetObject`` on the source; a conditional delete (If-Match) also
+  needs ``s3:GetObject`` on the key. moto checks neither; the harness does.
 - Presigned URLs are not sent by the app (browsers use them), and moto cannot authorise presigned
   requests under enforcement. The harness checks, with moto's own policy evaluator, that the
   policy allows the action on the exact bucket and key each URL the app returned will be used
   for: S3 authorises a presigned request as the principal that signed it.
 
-Not proven here: the CloudWatch Logs statement (the Lambda runtime uses it, not the app); it is
-checked for the exact log group of each function instead.
+Not proven here: the CloudWatch Logs statement (the Lambda runtime uses it, not the app), and the
+resize function's ``ReportFailedEvents`` (Lambda itself sends failed events to the dead-letter
+queue); they are checked for the exact log group and queue of each function instead.
 """
 
 from __future__ import annotations
@@ -41,20 +45,21 @@ import pytest
 from moto import mock_aws, settings
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3.responses import S3Response
+from moto.sqs.responses import SQSResponse
 from moto.ssm.responses import SimpleSystemManagerResponse
 
 from tests.support import jpeg, s3_event
 from tools.provision import ROOT, provision, stage_environment
 
 STAGES = ("dev", "prod")
-FUNCTIONS = ("api_handler", "resize")
+FUNCTIONS = ("api_handler", "resize", "reconcile")
 ADMIN_TOKEN = "iam-test-token"
 # What a stage with DELETE_ORIGINALS=true adds to its resize policy (docs/deploy.md says so too).
 DELETE_ORIGINALS_STATEMENT = {
     "Sid": "DeleteOriginals",
     "Effect": "Allow",
     "Action": "s3:DeleteObject",
-    "Resource": "arn:aws:s3:::{upload_bucket}/uploads/*",
+    "Resource": "arn:aws:s3:::{upload_bucket}/originals/*",
 }
 
 
@@ -74,6 +79,14 @@ def _aws_like_s3(monkeypatch: pytest.MonkeyPatch) -> None:
     authorize = S3Response._authenticate_and_authorize_s3_action
     head = S3Response.head_object
 
+    def authorize_as(self: Any, action: str, bucket_name: str, key_name: str) -> None:
+        saved = self.data.get("Action")
+        self.data["Action"] = action
+        try:
+            authorize(self, bucket_name=bucket_name, key_name=key_name)
+        finally:
+            self.data["Action"] = saved
+
     def authorize_each_key(self: Any, bucket_name: str | None = None, key_name: str | None = None) -> None:
         if key_name is None and self.data.get("Action") == "DeleteObject" and self.is_delete_keys():
             for element in ET.fromstring(self.body).iter():
@@ -81,6 +94,12 @@ def _aws_like_s3(monkeypatch: pytest.MonkeyPatch) -> None:
                     authorize(self, bucket_name=bucket_name, key_name=element.text)
             return
         authorize(self, bucket_name=bucket_name, key_name=key_name)
+        source = self.headers.get("x-amz-copy-source")
+        if source and self.data.get("Action") == "PutObject":  # CopyObject reads its source
+            source_bucket, source_key = unquote(urlsplit(source).path).lstrip("/").split("/", 1)
+            authorize_as(self, "GetObject", source_bucket, source_key)
+        if self.headers.get("If-Match") and self.data.get("Action") == "DeleteObject" and key_name:
+            authorize_as(self, "GetObject", bucket_name or "", key_name)  # a conditional delete reads it
 
     def head_404_needs_list(self: Any, bucket_name: str, *args: Any, **kwargs: Any) -> Any:
         response = head(self, bucket_name, *args, **kwargs)
@@ -95,7 +114,13 @@ def _aws_like_s3(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(S3Response, "_authenticate_and_authorize_s3_action", authorize_each_key)
     monkeypatch.setattr(S3Response, "head_object", head_404_needs_list)
+
+    def queue_arn(self: Any) -> str:
+        name = (self._get_param("QueueUrl") or "").rstrip("/").rsplit("/", 1)[-1]
+        return f"arn:aws:sqs:{self.region}:{self.current_account}:{name}"
+
     monkeypatch.setattr(SimpleSystemManagerResponse, "_determine_resource", parameter_arn, raising=False)
+    monkeypatch.setattr(SQSResponse, "_determine_resource", queue_arn, raising=False)
 
 
 @dataclass
@@ -108,6 +133,8 @@ class Harness:
     admin: Any
     env: dict[str, str]
     monkeypatch: pytest.MonkeyPatch
+    sqs: Any = None
+    queue_url: str = ""
 
     @contextmanager
     def unenforced(self) -> Iterator[None]:
@@ -146,8 +173,37 @@ class Harness:
             self.resize(key)
         return image_id
 
+    def clear(self) -> None:
+        """Empty both buckets and the dead-letter queue: each path starts from nothing."""
+        with self.unenforced():
+            for bucket in (self.env["UPLOAD_BUCKET"], self.env["IMAGES_BUCKET"]):
+                for page in self.admin.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                    for obj in page.get("Contents", []):
+                        self.admin.delete_object(Bucket=bucket, Key=obj["Key"])
+            while messages := self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(
+                "Messages"
+            ):
+                for message in messages:
+                    self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def raw_upload(self, data: bytes, key: str = "uploads/holiday photo.jpg") -> str:
+        """An object put under uploads/ by any S3 client (``aws s3 cp``); returns its key."""
+        with self.unenforced():
+            self.admin.put_object(Bucket=self.env["UPLOAD_BUCKET"], Key=key, Body=data)
+        return key
+
     def resize(self, key: str) -> None:
         self.client.lambda_.invoke("resize", s3_event(key, bucket=self.env["UPLOAD_BUCKET"]))
+
+    def reconcile(self) -> None:
+        event = self.client.events.generate_cw_event("aws.events", "Scheduled Event", {}, [])
+        self.client.lambda_.invoke("reconcile", event)
+
+    def only_image(self) -> tuple[str, list[str]]:
+        """The one image in the images bucket: its id and keys (bookkeeping keys aside)."""
+        keys = [k for k in self.keys("IMAGES_BUCKET") if not k.startswith("~")]
+        assert len({k[:20] for k in keys}) == 1, keys
+        return keys[0][:20], keys
 
     def keys(self, bucket_var: str, prefix: str = "") -> list[str]:
         with self.unenforced():
@@ -216,8 +272,9 @@ def api_delete_ready(h: Harness) -> None:
     image_id = h.ready_image()
     response = h.client.http.delete(f"/images/{image_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert response.status_code == 204, response.body
-    # The app ignores DeleteObjects' per-key errors, so check that everything is really gone.
-    assert h.keys("IMAGES_BUCKET", f"{image_id}/") == []
+    # The app ignores DeleteObjects' per-key errors, so check that everything is really gone
+    # (but the tombstone, which keeps it from coming back).
+    assert h.keys("IMAGES_BUCKET", f"{image_id}/") == [f"{image_id}/deleted"]
     assert h.keys("UPLOAD_BUCKET", f"uploads/{image_id}") == []
 
 
@@ -259,6 +316,75 @@ def resize_gone(h: Harness) -> None:
     assert h.keys("IMAGES_BUCKET", f"{image_id}/") == []
 
 
+def resize_inbox(h: Harness) -> None:
+    """``aws s3 cp`` to a raw key: the object gets an original of its own, and leaves the inbox."""
+    key = h.raw_upload(jpeg(300, 200))
+    h.resize(key)
+    image_id, keys = h.only_image()
+    assert any(f"{image_id}/s/ready." in k for k in keys), keys
+    assert h.keys("UPLOAD_BUCKET") == [f"originals/{image_id}"]
+
+
+def reconcile_lost_upload(h: Harness) -> None:
+    """A granted upload whose event never came: the reconciler processes it from the index."""
+    with h.unenforced():
+        grant = json.loads(
+            h.client.http.post(
+                "/uploads", headers={"Content-Type": "application/json"},
+                body=json.dumps({"filename": "a.jpg", "content_type": "image/jpeg"}),
+            ).body
+        )  # fmt: skip
+        h.admin.put_object(Bucket=h.env["UPLOAD_BUCKET"], Key=grant["fields"]["key"], Body=jpeg(300, 200))
+    h.reconcile()
+    keys = h.keys("IMAGES_BUCKET", f"{grant['id']}/")
+    assert any("/s/ready." in k for k in keys) and h.keys("IMAGES_BUCKET", "~todo/") == [], keys
+
+
+def reconcile_lost_inbox_upload(h: Harness) -> None:
+    """An ``aws s3 cp`` whose event never came: found by the sweep, then processed."""
+    h.raw_upload(jpeg(300, 200))
+    h.reconcile()  # the sweep marks it
+    h.reconcile()  # the index processes it
+    image_id, keys = h.only_image()
+    assert any("/s/ready." in k for k in keys), keys
+    assert h.keys("UPLOAD_BUCKET") == [f"originals/{image_id}"]
+
+
+def reconcile_orphan(h: Harness) -> None:
+    """Records and renditions whose original is gone are removed."""
+    image_id = h.ready_image()
+    with h.unenforced():
+        h.admin.delete_object(Bucket=h.env["UPLOAD_BUCKET"], Key=f"uploads/{image_id}")
+    h.reconcile()
+    assert h.keys("IMAGES_BUCKET", f"{image_id}/") == []
+
+
+def reconcile_refuses_a_deleted_images_original(h: Harness) -> None:
+    """A deleted image's original that came back (a retried copy) is removed, the tombstone kept."""
+    from chalicelib import storage
+
+    image_id = storage.new_id()
+    with h.unenforced():
+        h.admin.put_object(Bucket=h.env["IMAGES_BUCKET"], Key=f"{image_id}/deleted", Body=b"{}")
+        h.admin.put_object(Bucket=h.env["UPLOAD_BUCKET"], Key=f"originals/{image_id}", Body=jpeg(30, 20))
+    h.reconcile()
+    assert h.keys("UPLOAD_BUCKET") == []
+    assert h.keys("IMAGES_BUCKET", f"{image_id}/") == [f"{image_id}/deleted"]
+
+
+def reconcile_drains_dead_letters(h: Harness) -> None:
+    """An event Lambda gave up on (the queue holds the event itself) is processed, then deleted."""
+    image_id, key = h.upload(jpeg(300, 200))
+    with h.unenforced():
+        event = s3_event(key, h.env["UPLOAD_BUCKET"])
+        h.sqs.send_message(QueueUrl=h.queue_url, MessageBody=json.dumps(event))
+    h.reconcile()
+    assert any("/s/ready." in k for k in h.keys("IMAGES_BUCKET", f"{image_id}/"))
+    with h.unenforced():
+        left = h.sqs.get_queue_attributes(QueueUrl=h.queue_url, AttributeNames=["All"])["Attributes"]
+    assert left["ApproximateNumberOfMessages"] == "0" == left["ApproximateNumberOfMessagesNotVisible"]
+
+
 PATHS: dict[str, list[Callable[[Harness], None]]] = {
     "api_handler": [
         api_upload_post,
@@ -271,7 +397,14 @@ PATHS: dict[str, list[Callable[[Harness], None]]] = {
         api_delete_ready,
         api_delete_pending,
     ],
-    "resize": [resize_ready, resize_failed, resize_duplicate, resize_gone],
+    "resize": [resize_ready, resize_failed, resize_duplicate, resize_gone, resize_inbox],
+    "reconcile": [
+        reconcile_lost_upload,
+        reconcile_lost_inbox_upload,
+        reconcile_orphan,
+        reconcile_refuses_a_deleted_images_original,
+        reconcile_drains_dead_letters,
+    ],
 }
 
 
@@ -305,6 +438,14 @@ def run_paths(
             boto3.client(
                 "ssm", region_name="us-east-1", aws_access_key_id="admin", aws_secret_access_key="admin"
             ).put_parameter(Name=env["ADMIN_TOKEN_PARAMETER"], Value=ADMIN_TOKEN, Type="SecureString")
+            # On AWS `make deploy` makes the resize function's dead-letter queue, which the
+            # reconciler drains (RESIZE_DLQ_URL).
+            sqs = boto3.client(
+                "sqs", region_name="us-east-1", aws_access_key_id="admin", aws_secret_access_key="admin"
+            )
+            queue_url = sqs.create_queue(QueueName=f"imageshelf-{stage}-resize-dlq")["QueueUrl"]
+            patch.setenv("RESIZE_DLQ_URL", queue_url)
+            patch.setenv("RECONCILE_GRACE", "0")  # the paths' uploads are seconds old
             iam = boto3.client(
                 "iam", region_name="us-east-1", aws_access_key_id="admin", aws_secret_access_key="admin"
             )
@@ -316,9 +457,10 @@ def run_paths(
             storage.reset_clients()
             patch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
             with Client(app, stage_name=stage, project_dir=str(project_dir)) as client:
-                harness = Harness(stage, document, client, admin, env, patch)
+                harness = Harness(stage, document, client, admin, env, patch, sqs, queue_url)
                 for path in PATHS[function]:
                     try:
+                        harness.clear()
                         path(harness)
                     except Exception as error:  # a denied call surfaces as many exception types
                         failures[path.__name__] = f"{type(error).__name__}: {error}"[:300]
@@ -350,7 +492,7 @@ def test_every_statement_is_needed(function: str, monkeypatch: pytest.MonkeyPatc
     document = policy("dev", function)
     unneeded = []
     for index, statement in enumerate(document["Statement"]):
-        if statement["Sid"] == "Logs":
+        if statement["Sid"] in ("Logs", "ReportFailedEvents"):  # used by Lambda, not the app's code
             continue
         if not run_paths("dev", function, without(document, index), monkeypatch):
             unneeded.append(statement["Sid"])
@@ -369,6 +511,7 @@ def test_prod_policy_is_dev_policy_for_prod_names(function: str) -> None:
             (env["IMAGES_BUCKET"], "IMAGES"),
             (f"/aws/lambda/{function_names(stage)[function]}", "LOG_GROUP"),
             (f"parameter{env['ADMIN_TOKEN_PARAMETER']}", "PARAMETER"),
+            (f"imageshelf-{stage}-resize-dlq", "QUEUE"),
         ):
             text = text.replace(f":{name}", f":{placeholder}")
         return json.loads(text)
@@ -403,6 +546,16 @@ def test_policy_shape(stage: str, function: str) -> None:
             assert sorted(actions) == ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
             assert sorted(resources) == [group, f"{group}:*"]
             continue
+        if statement["Sid"] == "ReportFailedEvents":  # Lambda's OnFailure destination (tools/monitoring.py)
+            assert function == "resize"
+            assert actions == ["sqs:SendMessage"]
+            assert resources == [f"arn:aws:sqs:*:*:imageshelf-{stage}-resize-dlq"]
+            continue
+        if statement["Sid"] == "DrainDeadLetters":  # the same queue, drained by the reconciler
+            assert function == "reconcile"
+            assert sorted(actions) == ["sqs:DeleteMessage", "sqs:ReceiveMessage"]
+            assert resources == [f"arn:aws:sqs:*:*:imageshelf-{stage}-resize-dlq"]
+            continue
         if statement["Sid"] == "ReadAdminToken":
             assert function == "api_handler"
             assert actions == ["ssm:GetParameter"]
@@ -427,9 +580,10 @@ def test_config_points_each_function_at_its_policy(stage: str) -> None:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_delete_originals_matches_policy(stage: str) -> None:
-    """The resize policy may delete originals exactly when the stage turns DELETE_ORIGINALS on."""
+    """The resize policy may delete the originals ``aws s3 cp`` uploads get (``originals/``) exactly
+    when the stage turns DELETE_ORIGINALS on (it always releases ``uploads/`` objects it copied)."""
     enabled = stage_environment(stage).get("DELETE_ORIGINALS", "false").lower() in ("1", "true", "yes", "on")
-    upload_objects = f"arn:aws:s3:::{stage_environment(stage)['UPLOAD_BUCKET']}/uploads/*"
+    upload_objects = f"arn:aws:s3:::{stage_environment(stage)['UPLOAD_BUCKET']}/originals/*"
     granted = any(
         s["Action"] == "s3:DeleteObject" and s["Resource"] == upload_objects
         for s in policy(stage, "resize")["Statement"]
@@ -452,9 +606,10 @@ def test_delete_originals_needs_exactly_the_documented_statement(
     extended = {**base, "Statement": [*base["Statement"], statement]}
 
     def original_deleted(h: Harness) -> None:
-        _, key = h.upload(jpeg(300, 200))
+        _, key = h.upload(jpeg(300, 200))  # a presigned upload's original, uploads/{id}
         h.resize(key)
-        assert h.keys("UPLOAD_BUCKET", key) == []
+        h.resize(h.raw_upload(jpeg(300, 200)))  # aws s3 cp's, copied to originals/{id}
+        assert h.keys("UPLOAD_BUCKET") == []
 
     monkeypatch.setitem(PATHS, "resize", [original_deleted])
     assert run_paths("dev", "resize", extended, monkeypatch, project_dir=tmp_path) == {}

@@ -548,26 +548,30 @@ def _flat(mode: str, size: tuple[int, int]) -> Image.Image:
     return Image.new(mode, size, 90 if mode == "L" else (90, 140, 200))
 
 
+# Flat colour, optimised Huffman tables: 2 bits per 8x8 block (a 1-bit DC code and a 1-bit end of
+# block), twice the 1-bit floor that _check_jpeg enforces. Sizes measured with Pillow 12's libjpeg-turbo.
 @pytest.mark.parametrize(
     ("mode", "size", "params", "at_most"),
     [
         ("RGB", (1, 1), {}, 1000),
         ("L", (1, 1), {"progressive": True}, 1000),
-        ("RGB", (4000, 3000), {"optimize": True}, 75_000),
-        ("RGB", (4000, 3000), {"optimize": True, "progressive": True}, 75_000),
-        ("RGB", (4000, 3000), {"optimize": True, "progressive": True, "subsampling": 0}, 200_000),
-        ("L", (4000, 3000), {"optimize": True, "progressive": True}, 50_000),
-        ("RGB", (4000, 3000), {"quality": 10}, 150_000),
+        ("RGB", (4000, 3000), {}, 190_000),
+        ("RGB", (4000, 3000), {"optimize": True}, 72_000),
+        ("RGB", (4000, 3000), {"optimize": True, "progressive": True}, 72_000),
+        ("RGB", (4000, 3000), {"optimize": True, "progressive": True, "subsampling": 0}, 143_000),
+        ("L", (4000, 3000), {"optimize": True, "progressive": True}, 48_000),
     ],
-    ids=["1x1", "1x1-grey-progressive", "flat-12MP", "flat-12MP-progressive", "flat-12MP-444",
-         "flat-12MP-grey", "flat-12MP-q10"],
+    ids=["1x1", "1x1-grey-progressive", "flat-12MP", "flat-12MP-optimized", "flat-12MP-progressive",
+         "flat-12MP-444", "flat-12MP-grey"],
 )  # fmt: skip
 def test_tiny_but_complete_jpegs_are_rendered(mode, size, params, at_most):
     data = save(_flat(mode, size), "JPEG", **params)
     assert len(data) <= at_most  # they really are that small (a few bits per 8x8 block)
     r = fit(data, (400, 400))
     assert (r.width, r.height) == fit_size(*size, (400, 400))
-    assert close(decode(r).convert("RGB").getpixel((0, 0)), _flat(mode, (1, 1)).convert("RGB").getpixel((0, 0)), 4)
+    assert close(
+        decode(r).convert("RGB").getpixel((0, 0)), _flat(mode, (1, 1)).convert("RGB").getpixel((0, 0)), 4
+    )
 
 
 def test_fuzzed_inputs_never_escape_as_bare_exceptions():

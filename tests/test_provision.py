@@ -10,7 +10,15 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from tools.provision import main, provision, stage_environment, stage_origins
+from tools import deployment
+from tools.provision import (
+    UNPROCESSED_UPLOAD_DAYS,
+    bucket_region,
+    main,
+    provision,
+    stage_environment,
+    stage_origins,
+)
 
 UPLOADS, IMAGES = "imageshelf-test-uploads", "imageshelf-test-images"
 GALLERY = "https://abc123.execute-api.eu-west-1.amazonaws.com"
@@ -18,7 +26,7 @@ GALLERY = "https://abc123.execute-api.eu-west-1.amazonaws.com"
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "REGION"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -101,8 +109,46 @@ def test_origins_merge_config_and_extra() -> None:
     assert stage_origins({"ALLOWED_ORIGINS": ""}) == []
 
 
-def test_command_line_provisions_a_stage(s3: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_line_provisions_a_stage(
+    s3: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever this checkout may have deployed for real decides nothing here.
+    monkeypatch.setattr(deployment, "deployed", lambda stage, project_dir=None: {})
     assert main(["--stage", "dev", "--origin", GALLERY]) == 0
     env = stage_environment("dev")
     assert state(s3, env["UPLOAD_BUCKET"])["cors"][0]["AllowedOrigins"] == [GALLERY]
     assert f"created s3://{env['IMAGES_BUCKET']}" in capsys.readouterr().out
+    # In another region than the stage's buckets, it provisions the regional copy's.
+    assert main(["--stage", "dev", "--region", "us-west-2"]) == 0
+    copy = f"{env['UPLOAD_BUCKET']}-us-west-2"
+    assert (
+        bucket_region(s3, copy) == "us-west-2"
+        and "provisioning stage dev in us-west-2" in capsys.readouterr().out
+    )
+
+
+def test_uploads_never_processed_expire_only_when_originals_are_deleted(s3: Any) -> None:
+    """With DELETE_ORIGINALS each ready original leaves uploads/, so what stays there never became
+    an image; without it, ready originals live there too and nothing may expire."""
+    provision(s3, UPLOADS, IMAGES, [GALLERY])
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=UPLOADS)["Rules"]
+    assert [r["ID"] for r in rules] == ["abort-abandoned-uploads"]
+    done = provision(s3, UPLOADS, IMAGES, [GALLERY], delete_originals=True)
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=UPLOADS)["Rules"]}
+    expiry = rules["expire-uploads-never-processed"]
+    assert expiry["Filter"] == {"Prefix": "uploads/"} and expiry["Expiration"] == {
+        "Days": UNPROCESSED_UPLOAD_DAYS
+    }
+    assert "abort-abandoned-uploads" in rules
+    assert f"expire after {UNPROCESSED_UPLOAD_DAYS} days" in done[-1]
+    # Only the upload bucket: renditions are never expired.
+    with pytest.raises(s3.exceptions.ClientError, match="NoSuchLifecycleConfiguration"):
+        s3.get_bucket_lifecycle_configuration(Bucket=IMAGES)
+
+
+def test_bucket_region_says_where_a_bucket_is_or_none(s3: Any) -> None:
+    assert bucket_region(s3, UPLOADS) is None
+    boto3.client("s3", region_name="ap-south-1").create_bucket(
+        Bucket=UPLOADS, CreateBucketConfiguration={"LocationConstraint": "ap-south-1"}
+    )
+    assert bucket_region(s3, UPLOADS) == "ap-south-1"

@@ -6,8 +6,11 @@
   thread feeds each event to the app's ``resize`` handler as Lambda would (one record per
   invocation, retried on failure, ``s3:TestEvent`` skipped);
 - Chalice's own local server serves the routes on http://127.0.0.1:8000 (stage ``local``);
-- both buckets are mirrored to ``DATA_DIR`` (``.data/``) every second and restored at start,
-  so uploaded images survive a restart.
+- both buckets are mirrored to ``DATA_DIR`` (``.data/``), each write before it is answered, and
+  restored at start, so uploaded images survive a restart, a SIGKILL included;
+- the reconciler (``chalicelib/reconcile.py``) runs at start over everything, which finishes any
+  upload the last process left queued or in flight, then every ``--reconcile-every`` seconds;
+  events the handler failed on three times go to a dead-letter queue it drains, as on AWS.
 
 The app finds the embedded S3 through the standard ``AWS_ENDPOINT_URL`` variable, so its code
 is the one that runs on AWS.
@@ -24,12 +27,14 @@ import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = "local"
 QUEUE = "imageshelf-local-resize"
+DEFAULT_ACCOUNT = "123456789012"  # moto's, for any credentials it does not know
 MAX_DELIVERIES = 3  # Lambda tries an asynchronous event three times
 log = logging.getLogger("imageshelf.devserver")
 
@@ -46,6 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="restart when app.py or chalicelib/ changes (uploads survive through DATA_DIR)",
     )
     parser.add_argument(
+        "--reconcile-every",
+        type=float,
+        default=float(os.environ.get("RECONCILE_EVERY", "60")),
+        help="seconds between reconciler runs (the first runs at start, over everything)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=int(os.environ.get("RESIZE_WORKERS", "2")),
@@ -55,82 +66,141 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 class Mirror:
-    """Keeps a copy of buckets under a folder: written every second, restored at start."""
+    """Keeps the embedded S3's buckets in a folder, written through: every object a request
+    creates, replaces or deletes is on disk before the request is answered (``MirroredMotoServer``),
+    so what a client was told is stored survives SIGKILL; restored at start with its ETag and
+    LastModified, which the app's ids, versions and grant checks are made of.
 
-    def __init__(self, s3: Any, buckets: list[str], folder: Path) -> None:
-        self.s3, self.buckets, self.folder = s3, buckets, folder
-        self.known: dict[str, dict[str, str]] = {b: {} for b in buckets}
+    One file per object (``<sha256 of the key>.obj``: a JSON header line, then the bytes), replaced
+    atomically. Folders written by earlier versions (``.json`` + ``.bin`` pairs) are read too.
+    """
+
+    def __init__(self, backend: Any, buckets: list[str], folder: Path) -> None:
+        self.backend, self.buckets, self.folder = backend, buckets, folder
+        self.known: dict[str, dict[str, Any]] = {b: {} for b in buckets}  # key -> the FakeKey saved
         self.lock = threading.Lock()
 
-    def _paths(self, bucket: str, key: str) -> tuple[Path, Path]:
+    def _path(self, bucket: str, key: str, suffix: str = ".obj") -> Path:
         # Keys may hold any character and be 1 KiB long: name files by a hash of the key.
-        name = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        return self.folder / bucket / f"{name}.bin", self.folder / bucket / f"{name}.json"
+        return (
+            self.folder / bucket / (hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest() + suffix)
+        )
 
     def restore(self) -> int:
+        """Put every saved object back, as it was; returns how many."""
         count = 0
         for bucket in self.buckets:
-            for meta_path in sorted((self.folder / bucket).glob("*.json")):
-                data_path = meta_path.with_suffix(".bin")
+            (self.folder / bucket).mkdir(parents=True, exist_ok=True)
+            for path in sorted((self.folder / bucket).glob("*.obj")) + sorted(
+                (self.folder / bucket).glob("*.json")
+            ):
                 try:
-                    meta = json.loads(meta_path.read_text())
-                    body = data_path.read_bytes()
-                except (OSError, ValueError):
-                    continue  # a half-written file from a crash: skip it
-                extra = {k: meta[k] for k in ("ContentType", "CacheControl") if meta.get(k)}
-                response = self.s3.put_object(
-                    Bucket=bucket, Key=meta["Key"], Body=body, Metadata=meta.get("Metadata", {}), **extra
+                    header, body = self._read(path)
+                except (OSError, ValueError, KeyError):
+                    continue  # a half-written file of an older version: skip it
+                key = self.backend.put_object(
+                    bucket, header["Key"], body, etag=header.get("ETag"), disable_notification=True
                 )
-                self.known[bucket][meta["Key"]] = response["ETag"]
+                key.set_metadata(dict(header.get("Metadata", {})))
+                if header.get("LastModified"):
+                    key.last_modified = datetime.fromisoformat(header["LastModified"]).replace(tzinfo=None)
+                self.known[bucket][header["Key"]] = key
                 count += 1
         return count
 
-    def sync(self) -> None:
+    @staticmethod
+    def _read(path: Path) -> tuple[dict[str, Any], bytes]:
+        if path.suffix == ".obj":
+            raw = path.read_bytes()
+            line, _, body = raw.partition(b"\n")
+            return json.loads(line), body
+        meta = json.loads(path.read_text())  # an older version's pair: metadata, then the bytes
+        headers = {k: meta[k] for k in ("ContentType", "CacheControl") if meta.get(k)}
+        metadata = {"Content-Type": headers.get("ContentType", "binary/octet-stream")}
+        if headers.get("CacheControl"):
+            metadata["Cache-Control"] = headers["CacheControl"]
+        metadata |= {f"x-amz-meta-{k}": v for k, v in meta.get("Metadata", {}).items()}
+        return {"Key": meta["Key"], "Metadata": metadata}, path.with_suffix(".bin").read_bytes()
+
+    def persist(self) -> None:
+        """Write every object that changed since the last call, and remove the deleted ones."""
         with self.lock:
             for bucket in self.buckets:
-                self._sync_bucket(bucket)
+                stored = self.backend.buckets[bucket].keys
+                known = self.known[bucket]
+                current = {name: stored.get(name) for name in list(stored)}
+                for name, key in current.items():
+                    if key is not None and known.get(name) is not key:
+                        self._save(bucket, key)
+                        known[name] = key
+                for name in set(known) - set(current):
+                    for path in (self._path(bucket, name), self._path(bucket, name, ".json")):
+                        path.unlink(missing_ok=True)
+                    self._path(bucket, name, ".bin").unlink(missing_ok=True)
+                    del known[name]
 
-    def _sync_bucket(self, bucket: str) -> None:
-        current: dict[str, str] = {}
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for obj in page.get("Contents", []):
-                current[obj["Key"]] = obj["ETag"]
-        known = self.known[bucket]
-        (self.folder / bucket).mkdir(parents=True, exist_ok=True)
-        for key, etag in current.items():
-            if known.get(key) != etag:
-                self._save(bucket, key)
-                known[key] = etag
-        for key in set(known) - set(current):
-            for path in self._paths(bucket, key):
-                path.unlink(missing_ok=True)
-            del known[key]
-
-    def _save(self, bucket: str, key: str) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            obj = self.s3.get_object(Bucket=bucket, Key=key)
-        except ClientError:
-            return  # deleted since it was listed
-        data_path, meta_path = self._paths(bucket, key)
-        meta = {
-            "Key": key,
-            "ContentType": obj.get("ContentType"),
-            "CacheControl": obj.get("CacheControl"),
-            "Metadata": obj.get("Metadata", {}),
+    def _save(self, bucket: str, key: Any) -> None:
+        header = {
+            "Key": key.name,
+            "ETag": key.etag.strip('"'),
+            "LastModified": key.last_modified.isoformat(),
+            "Metadata": dict(key.metadata),
         }
-        for path, content in ((data_path, obj["Body"].read()), (meta_path, json.dumps(meta).encode())):
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_bytes(content)
-            tmp.replace(path)
+        path = self._path(bucket, key.name)
+        tmp = path.with_suffix(f".tmp{threading.get_ident()}")
+        tmp.write_bytes(json.dumps(header).encode() + b"\n" + key.value)
+        tmp.replace(path)
+        path.with_suffix(".json").unlink(missing_ok=True)  # an older version's pair, now replaced
+        path.with_suffix(".bin").unlink(missing_ok=True)
+
+
+class MirroredMotoServer:
+    """moto's S3 (and SQS) server, answering a write to a mirrored bucket only once it is on disk."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.mirror: Mirror | None = None
+        self.server: Any = None
+
+    def start(self) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        moto_app = DomainDispatcherApplication(create_backend_app)
+
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            mirror = self.mirror
+            bucket = environ.get("PATH_INFO", "").lstrip("/").split("/", 1)[0]
+            if mirror is None or environ["REQUEST_METHOD"] not in ("PUT", "POST", "DELETE"):
+                return moto_app(environ, start_response)
+            if bucket not in mirror.buckets:
+                return moto_app(environ, start_response)
+            result = moto_app(environ, start_response)
+            try:
+                body = list(result)
+            finally:
+                getattr(result, "close", lambda: None)()
+            mirror.persist()
+            return body
+
+        self.server = make_server(self.host, self.port, app, True, request_handler=MotoRequestHandler)
+        threading.Thread(target=self.server.serve_forever, name="embedded-s3", daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class EventPump:
     """Delivers the upload bucket's S3 events from SQS to the resize handler, like Lambda."""
 
-    def __init__(self, sqs: Any, queue_url: str, handler: Any, workers: int) -> None:
+    def __init__(self, sqs: Any, queue_url: str, handler: Any, workers: int, dead_letters: str = "") -> None:
         self.sqs, self.queue_url, self.handler = sqs, queue_url, handler
+        self.dead_letters = dead_letters  # where an event goes once every delivery failed, as on AWS
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resize")
         # Take no more events than there are free workers: the rest stay in the queue, invisible
         # to nobody, so a backlog never outlives its visibility timeout and gets delivered twice.
@@ -193,6 +263,8 @@ class EventPump:
                 )
                 return
             log.exception("resize failed %d times; giving up on this event", attempt)
+            if self.dead_letters:  # the reconciler drains it (RESIZE_DLQ_URL), as on AWS
+                self.sqs.send_message(QueueUrl=self.dead_letters, MessageBody=message["Body"])
         # Deleted after handling (or giving up), so nothing is lost if this process dies.
         self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
@@ -252,12 +324,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import boto3
     from chalice.cli.factory import CLIFactory
-    from moto.server import ThreadedMotoServer
+    from moto.s3.models import FakeKey, s3_backends
+
+    # moto frees an object's buffer as soon as another request replaces it, even while a first
+    # request is still answering with it; S3 has no such race. The garbage collector frees them.
+    FakeKey.dispose = lambda self, garbage=False: None  # type: ignore[method-assign]
 
     s3_url = f"http://{args.host}:{args.s3_port}"
     gallery = f"http://{args.host}:{args.port}"
     _use_embedded_aws(s3_url)
-    moto = ThreadedMotoServer(ip_address=args.host, port=args.s3_port, verbose=False)
+    moto = MirroredMotoServer(args.host, args.s3_port)
     moto.start()
 
     # Loading the app as `chalice local --stage local` does applies the stage's variables.
@@ -265,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     config = factory.create_config_obj(chalice_stage_name=STAGE)
     app_obj = config.chalice_app
     app_module = sys.modules["app"]
+    from chalicelib import reconcile
     from chalicelib.config import get_settings
     from chalicelib.storage import UPLOAD_PREFIX
     from tools.provision import provision
@@ -273,24 +350,43 @@ def main(argv: list[str] | None = None) -> int:
     s3, sqs = boto3.client("s3"), boto3.client("sqs")
     origins = sorted({gallery, f"http://localhost:{args.port}", *settings.allowed_origins} - {"*"})
     provision(s3, settings.upload_bucket, settings.images_bucket, origins)
-    mirror = Mirror(s3, [settings.upload_bucket, settings.images_bucket], Path(args.data_dir))
+    mirror = Mirror(
+        s3_backends[DEFAULT_ACCOUNT]["aws"],
+        [settings.upload_bucket, settings.images_bucket],
+        Path(args.data_dir),
+    )
     restored = mirror.restore()
-    # Subscribed after the restore, so restored uploads are not processed again.
+    moto.mirror = mirror  # from now on every write is on disk before it is answered
+    # The queue of events Lambda gave up on, drained by the reconciler, as on AWS.
+    dead_letters = sqs.create_queue(QueueName=f"{QUEUE}-dlq")["QueueUrl"]
+    os.environ["RESIZE_DLQ_URL"] = dead_letters
+    # Subscribed after the restore, so restored uploads are not processed again by events: events
+    # queued or in flight when the last process stopped are gone with it, and the reconciler's
+    # first pass, below, finishes every upload that has no settled record.
     pump = EventPump(
-        sqs, _subscribe(s3, sqs, settings.upload_bucket, UPLOAD_PREFIX), app_module.resize, args.workers
+        sqs,
+        _subscribe(s3, sqs, settings.upload_bucket, UPLOAD_PREFIX),
+        app_module.resize,
+        args.workers,
+        dead_letters,
     )
     pump.start()
 
     stopping = threading.Event()
 
-    def mirror_loop() -> None:
-        while not stopping.wait(1.0):
+    def reconcile_loop() -> None:
+        full = True  # at start: every upload left unsettled, at once
+        while not stopping.is_set():
             try:
-                mirror.sync()
+                reconcile.run(get_settings(), full=full, workers=args.workers, line_log=app_module.app.log)
+                full = False
             except Exception:
-                log.exception("could not save the embedded S3 to %s", args.data_dir)
+                if not stopping.is_set():
+                    log.exception("the reconciler run failed; it runs again in %ss", args.reconcile_every)
+            if stopping.wait(args.reconcile_every):
+                return
 
-    threading.Thread(target=mirror_loop, name="mirror", daemon=True).start()
+    threading.Thread(target=reconcile_loop, name="reconciler", daemon=True).start()
     server = factory.create_local_server(app_obj, config, args.host, args.port)
 
     def stop(signum: int, frame: Any) -> None:
@@ -317,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stopping.set()
         pump.stop()
-        mirror.sync()
+        mirror.persist()
         server.server.server_close()
         moto.stop()
         print("imageshelf stopped; data kept in", args.data_dir, flush=True)

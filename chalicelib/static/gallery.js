@@ -10,6 +10,8 @@
   const grid = $("grid");
   const lightbox = $("lightbox");
   const TOKEN_KEY = "imageshelf.adminToken";
+  const MINE_KEY = "imageshelf.myUploads"; // ids this browser uploaded, newest last
+  const MINE_LIMIT = 500;
   const PARALLEL_UPLOADS = 3;
   const REFRESH_MS = 5000;
   // Types a browser can preview from a local blob while the bytes upload (from the format registry).
@@ -20,6 +22,9 @@
   const entries = new Map();
   let nextCursor = config.firstPage.next_cursor;
   let adminToken = null;
+  // Every failed image met, shown or not: the public grid hides other people's failures (see
+  // failureShown), and an admin who sets the token sees them all at once.
+  const failures = new Map();
 
   // --- small helpers ----------------------------------------------------------------------
 
@@ -80,6 +85,62 @@
   const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
   const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 
+  // --- whose failures ---------------------------------------------------------------------
+
+  // A failure matters to whoever uploaded the file and to the admin, not to every visitor: this
+  // browser keeps the ids of its own uploads (the latest MINE_LIMIT) in localStorage, and shows a
+  // failed image only when it is one of them or while the tab holds the admin token. Dismissing
+  // a failure forgets its id, so it stays hidden after a reload too.
+
+  // The ids in storage (the truth, shared by this browser's tabs), or null if storage is unusable.
+  function readMine() {
+    try {
+      const ids = JSON.parse(localStorage.getItem(MINE_KEY) || "[]");
+      return new Set(Array.isArray(ids) ? ids.filter((id) => typeof id === "string") : []);
+    } catch (_) {
+      return null;
+    }
+  }
+
+  let mine = readMine() || new Set();
+
+  // Read again before each change, so two tabs of this browser do not undo each other's changes.
+  function changeMine(change) {
+    const ids = readMine() || new Set(mine);
+    change(ids);
+    mine = new Set(Array.from(ids).slice(-MINE_LIMIT));
+    try {
+      localStorage.setItem(MINE_KEY, JSON.stringify(Array.from(mine)));
+    } catch (_) { /* storage full or disabled: this tab still knows */ }
+  }
+
+  function rememberUpload(id) {
+    changeMine((ids) => { ids.delete(id); ids.add(id); });
+  }
+
+  function failureShown(id) {
+    return Boolean(adminToken) || mine.has(id);
+  }
+
+  // Show or hide the failures met so far, after the token or this browser's uploads changed.
+  function applyFailures() {
+    for (const [id, image] of failures) {
+      if (failureShown(id)) {
+        if (!entries.has(id)) upsert(image);
+      } else if (entries.has(id) && !entries.get(id).pinned) {
+        removeImage(id);
+      }
+    }
+  }
+
+  function dismissFailure(id) {
+    const entry = entries.get(id);
+    const name = entry && entry.image ? filenameOf(entry.image) : "The photo";
+    changeMine((ids) => ids.delete(id));
+    removeImage(id);
+    announce(`${name} was dismissed.`);
+  }
+
   // --- cards ------------------------------------------------------------------------------
 
   function filenameOf(image) {
@@ -128,6 +189,8 @@
     node.setAttribute("title", name);
     const button = card.querySelector(".delete-button");
     if (button) button.setAttribute("aria-label", `Delete ${name}`);
+    const dismiss = card.querySelector('[data-action="dismiss-failed"]');
+    if (dismiss) dismiss.setAttribute("aria-label", `Dismiss ${name}`);
   }
 
   // Fill a card of the image's status with the image's values: text and attributes only.
@@ -139,7 +202,9 @@
     if (card.dataset.status === "ready") {
       const renditions = renditionsOf(image);
       const thumb = renditions[0];
-      card.querySelector("a.tile").setAttribute("href", renditions[renditions.length - 1].url);
+      const link = card.querySelector("a.tile");
+      link.setAttribute("href", renditions[renditions.length - 1].url);
+      link.setAttribute("title", name);
       const img = card.querySelector("a.tile img");
       img.setAttribute("srcset", renditions.map((r) => `${r.url} ${r.width}w`).join(", "));
       img.setAttribute("src", thumb.url);
@@ -181,12 +246,22 @@
     if (hadFocus) (card.querySelector(FOCUSABLE) || grid).focus();
   }
 
-  // Add or update one image from any API answer.
+  // Add or update one image from any API answer. A failure this browser does not show (see
+  // failureShown) is only noted, and its card goes if it had one.
   function upsert(image) {
     const entry = entries.get(image.id);
     if (entry && entry.localName && !(image.original && image.original.filename)) {
       // GET /images/{id} knows no filename until processing starts: keep the one we uploaded.
       image = Object.assign({}, image, { original: Object.assign({}, image.original, { filename: entry.localName }) });
+    }
+    if (statusOf(image) === "failed") {
+      failures.set(image.id, image);
+      if (!failureShown(image.id)) {
+        removeImage(image.id);
+        return;
+      }
+    } else {
+      failures.delete(image.id);
     }
     if (entry && entry.pinned && image.status === "pending") {
       entry.image = image; // keep this tab's upload card, with its local preview, until the image settles
@@ -225,8 +300,9 @@
     updateEmpty();
   }
 
+  // "No photos yet" only when there is nothing to show and nothing more to load.
   function updateEmpty() {
-    $("empty").hidden = grid.children.length > 0;
+    $("empty").hidden = grid.children.length > 0 || Boolean(nextCursor);
   }
 
   // --- live updates -----------------------------------------------------------------------
@@ -292,6 +368,9 @@
       if (entry.pinned || seen.has(id) || entry.touched >= startedAt) continue;
       if (!page.next_cursor || (last && id <= last)) removeImage(id);
     }
+    for (const id of Array.from(failures.keys())) {
+      if (!seen.has(id) && !entries.has(id) && (!page.next_cursor || (last && id <= last))) failures.delete(id);
+    }
   }
 
   function showBanner(text) {
@@ -313,9 +392,15 @@
     button.disabled = true;
     status.textContent = "Loading more photos…";
     try {
-      const page = await api(`images?limit=${config.pageSize}&cursor=${encodeURIComponent(nextCursor)}`);
-      for (const image of page.images) upsert(image);
-      nextCursor = page.next_cursor;
+      // A page can be all hidden failures: then the next one is loaded too, so "Load more" never
+      // adds nothing (a few pages at most per call; scrolling or the button carries on).
+      const before = grid.children.length;
+      for (let hops = 0; nextCursor && grid.children.length === before && hops < 5; hops += 1) {
+        const page = await api(`images?limit=${config.pageSize}&cursor=${encodeURIComponent(nextCursor)}`);
+        for (const image of page.images) upsert(image);
+        nextCursor = page.next_cursor;
+      }
+      updateEmpty();
       status.textContent = nextCursor ? "" : `That's everything: ${plural(entries.size, "photo", "photos")}.`;
       button.textContent = "Load more";
     } catch (error) {
@@ -353,7 +438,8 @@
     const files = Array.from(fileList || []);
     if (!files.length) return;
     announce(`Uploading ${plural(files.length, "file", "files")}.`);
-    // Prepend in reverse so the cards read in the order the files were chosen.
+    // Prepend in reverse so the cards read in the order the files were chosen; the queue, and so
+    // the grants (see requestGrant), take the last chosen first.
     for (const file of files.slice().reverse()) {
       const upload = { file, card: null, progress: null };
       upload.card = uploadCard(upload);
@@ -392,6 +478,8 @@
     upload.dismiss = card.querySelector('[data-action="dismiss"]');
     upload.dismiss.setAttribute("aria-label", `Dismiss ${file.name}`);
     upload.retry.addEventListener("click", () => {
+      // A retry is a new upload with a new, newest id: its card goes where that id sorts, the top.
+      grid.prepend(card);
       card.dataset.status = "uploading";
       card.querySelector(".tile").classList.remove("is-refused");
       upload.progress.hidden = false;
@@ -438,16 +526,46 @@
     }
   }
 
+  // Batch order. The grid lists newest first by id, and the server makes ids from the time it
+  // grants an upload. Files chosen together should read in the order they were chosen, first
+  // chosen first, now and after a reload: so the first chosen needs the newest id. Grants are
+  // therefore asked for one at a time, each once the previous one is answered, in queue order (a
+  // batch's last chosen file first, see addFiles), and each grant's id must sort before the one
+  // before it. (Google Photos sorts its library by the date a photo was taken, which imageshelf
+  // does not keep; its albums' "Recently added" order, newest batch on top, is this one.)
+  let grantChain = Promise.resolve();
+  let newestGrant = null;
+
+  function requestGrant(file) {
+    const asked = grantChain.then(() => orderedGrant(file));
+    grantChain = asked.catch(() => {});
+    return asked;
+  }
+
+  async function orderedGrant(file) {
+    for (let attempt = 1; ; attempt += 1) {
+      const grant = await api("uploads", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ filename: file.name, content_type: file.type, size: file.size }),
+      });
+      const newer = newestGrant === null || grant.id < newestGrant;
+      // Two grants in one millisecond (or from two servers whose clocks differ a little) can sort
+      // the wrong way round: ask again a moment later. An unused grant costs nothing and expires.
+      if (newer || attempt >= 4) {
+        if (newer) newestGrant = grant.id;
+        return grant;
+      }
+      await sleep(3 * attempt);
+    }
+  }
+
   async function send(upload) {
     const { file } = upload;
     setUploadState(upload, "Uploading…", "0%");
     let grant;
     try {
-      grant = await api("uploads", {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ filename: file.name, content_type: file.type, size: file.size }),
-      });
+      grant = await requestGrant(file);
     } catch (error) {
       refuse(upload, error.code, error.message, error.code === "network" || error.status >= 500);
       return;
@@ -461,6 +579,7 @@
       return;
     }
     upload.progress.value = 100;
+    rememberUpload(grant.id); // this browser's: it shows this image even if processing fails
     setUploadState(upload, "Processing…", "Processing");
     upload.card.dataset.status = "processing";
     upload.card.dataset.id = grant.id;
@@ -692,17 +811,21 @@
         headers: { Authorization: `Bearer ${adminToken}`, Accept: "application/json" },
       });
     } catch (error) {
-      if (error.code === "not_found") { removeImage(id); return; }
+      if (error.code === "not_found") { failures.delete(id); removeImage(id); return; }
       if (error.code === "forbidden" || error.code === "unauthorized") setToken(null);
       throw error;
     }
     // Removed only now that the API has confirmed.
+    failures.delete(id);
     removeImage(id);
     announce(`${name} was deleted.`);
   }
 
-  // Admin tools on a card: a delete button, shown only while this tab holds the token.
+  // Admin tools on a card: a delete button, shown only while this tab holds the token. A failure this
+  // browser uploaded can be dismissed (the admin deletes instead).
   function decorate(card) {
+    const dismiss = card.querySelector('[data-action="dismiss-failed"]');
+    if (dismiss) dismiss.hidden = Boolean(adminToken) || !mine.has(card.dataset.id);
     const existing = card.querySelector(".delete-button");
     if (!adminToken || !card.dataset.id) {
       if (existing) existing.remove();
@@ -734,6 +857,7 @@
       button.textContent = adminToken ? "Leave admin" : "Admin";
       button.setAttribute("aria-pressed", adminToken ? "true" : "false");
     }
+    applyFailures();
     for (const card of grid.children) decorate(card);
     if (lightbox.open) $("lightbox-delete").hidden = !adminToken;
   }
@@ -781,7 +905,11 @@
     const cards = new Map(Array.from(grid.children).map((card) => [card.dataset.id, card]));
     for (const image of config.firstPage.images) {
       const card = cards.get(image.id);
-      if (!card) continue;
+      if (!card) {
+        // Left out of the public page: shown below if it is this browser's or the tab is admin.
+        if (statusOf(image) === "failed") failures.set(image.id, image);
+        continue;
+      }
       entries.set(image.id, { image, card, pinned: false, sig: signature(image) });
       if (image.status === "pending") watch(image.id, 1000);
     }
@@ -807,9 +935,22 @@
       retried.add(card.dataset.id);
       try { upsertFresh(await api(`images/${encodeURIComponent(card.dataset.id)}`)); } catch (_) { /* keep as is */ }
     }, true);
+    grid.addEventListener("click", (event) => {
+      const button = event.target.closest('[data-action="dismiss-failed"]');
+      if (button) dismissFailure(button.closest(".card").dataset.id);
+    });
+    // Another tab of this browser uploaded or dismissed something.
+    window.addEventListener("storage", (event) => {
+      if (event.key !== MINE_KEY) return;
+      mine = readMine() || mine;
+      applyFailures();
+      for (const card of grid.children) decorate(card);
+    });
     setupDrop();
     setupLightbox();
     setupAdmin();
+    applyFailures();
+    if (!grid.children.length && nextCursor) loadMore(); // the first page was all hidden failures
     observer.observe($("load-more").parentElement);
     setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);
     document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
