@@ -11,7 +11,7 @@ STAGE ?= dev
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@if test -x $(PY); then echo "Updating .venv: the requirements changed (usually a few seconds)..."; \
-	else echo "Installing dependencies into .venv (first run only: about NN minutes, quietly)..."; \
+	else echo "Installing dependencies into .venv (first run only, usually 1-2 minutes; pip is quiet meanwhile)..."; \
 	"$$(tools/find-python)" -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -4,6 +4,7 @@ Each route parses its input, calls into ``chalicelib`` and answers; the work is 
 """
 
 from chalice import Chalice, Rate
+from chalice.app import CloudWatchEvent
 
 from chalicelib import gallery, http, images, openapi, processing, storage, uploads
 from chalicelib import reconcile as reconciler
@@ -75,5 +76,5 @@ def resize(event):
 # Re-drives uploads that never settled, drains the resize function's dead-letter queue, removes
 # what belongs to no original (docs/convergence.md). `make run` runs it at start and every minute.
 @app.schedule(Rate(5, unit=Rate.MINUTES))
-def reconcile(event):
+def reconcile(event: CloudWatchEvent) -> None:
     reconciler.run(get_settings(), line_log=app.log)

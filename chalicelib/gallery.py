@@ -31,6 +31,19 @@ STATIC_DIR = _HERE / "static"
 
 PAGE_SIZE = 24  # what the JSON API returns without a limit; the script asks for the same
 
+# The grid's layout until the visitor picks one (templates/gallery.html has the switch, and
+# static/gallery.js keeps the choice in the browser): "justified", rows of whole photos at their own
+# aspect ratios, as Flickr and Google Photos show them; or "grid", the square grid of crops.
+DEFAULT_LAYOUT = "justified"
+
+# The justified rows' target height in CSS pixels (gallery.css: --row-h, 8vw + 100px within 110 and
+# 280 pixels) at the widths of a phone, a tablet and a laptop or wider. The first page's tiles say with it how wide
+# they will be (their `sizes`), so a browser fetches a fitting rendition before the script has
+# measured the real widths, or without the script.
+_ROW_HEIGHTS = ((480, 135), (1000, 170))
+_ROW_HEIGHT_WIDE = 220
+_WIDEST = 1320  # gallery.css: the content's max-width
+
 # The only files /static/{name} serves: the name must match exactly, so no path tricks apply.
 ASSETS: dict[str, str] = {
     "gallery.css": "text/css; charset=utf-8",
@@ -163,8 +176,18 @@ _EVERY_STATE: dict[str, Any] = {
     "srcset": "",
     "width": "",
     "height": "",
+    "sizes": "",
     "reason": "",
 }
+
+
+def tile_sizes(width: int, height: int) -> str:
+    """The `sizes` of a ``width`` x ``height`` photo in justified rows: its width at the target row
+    height of each kind of screen, at most the screen's width (a panorama's row is as wide as the
+    screen). The script puts the width the tile really has in its place once it has laid it out."""
+    ratio = width / height
+    sizes = [f"(max-width: {screen}px) {min(round(ratio * row), screen)}px" for screen, row in _ROW_HEIGHTS]
+    return ", ".join([*sizes, f"{min(round(ratio * _ROW_HEIGHT_WIDE), _WIDEST)}px"])
 
 
 def card(image: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
@@ -186,6 +209,7 @@ def card(image: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
             srcset=", ".join(f"{r['url']} {r['width']}w" for r in renditions),
             width=thumb["width"],
             height=thumb["height"],
+            sizes=tile_sizes(thumb["width"], thumb["height"]),
         )
     elif status == "pending":
         view["info"] = "Processing"
@@ -214,6 +238,7 @@ def render_page(first_page: dict[str, Any], settings: Settings) -> str:
         config=page_config(first_page, settings),
         cards=public_cards(first_page, words),
         every_state=_EVERY_STATE,
+        layout=DEFAULT_LAYOUT,
         has_more=bool(first_page.get("next_cursor")),
         max_upload=human_bytes(settings.max_upload_bytes),
         types=formats.labels(),

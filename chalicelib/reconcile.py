@@ -202,13 +202,12 @@ def _redrive(
     body = storage.read_marker(image_id, settings)
     if body is None:
         return False  # settled meanwhile
-    attempts = body.get("attempts") if isinstance(body.get("attempts"), int) else 0
-    source = body.get("source") if isinstance(body.get("source"), str) else storage.upload_key(image_id)
+    attempts: int = body["attempts"] if isinstance(body.get("attempts"), int) else 0
+    source: str = body["source"] if isinstance(body.get("source"), str) else storage.upload_key(image_id)
     objects = storage.image_objects(image_id, settings)
-    if any(storage.is_tombstone(obj["Key"]) for obj in objects):
-        _bury(image_id, source, settings)
-        report.purged.append(image_id)
-        return True
+    tombstone = next((obj for obj in objects if storage.is_tombstone(obj["Key"])), None)
+    if tombstone is not None:
+        return _bury(image_id, source, objects, tombstone, settings, now, grace, report)
     kind, upload = _find_original(image_id, source, settings)
     if upload is None:
         if now < _grant_deadline(image_id, settings):
@@ -272,15 +271,35 @@ def _find_original(image_id: str, source: str, settings: Settings) -> tuple[str,
     return "", None
 
 
-def _bury(image_id: str, source: str, settings: Settings) -> None:
-    """A deleted image's marker: remove whatever original came back (a reused grant, a retried
-    inbox object) and whatever a delivery left, keeping the tombstone."""
+def _bury(
+    image_id: str,
+    source: str,
+    objects: list[dict[str, Any]],
+    tombstone: dict[str, Any],
+    settings: Settings,
+    now: datetime,
+    grace: int,
+    report: Report,
+) -> bool:
+    """A deleted image (``DELETE`` leaves its marker, so this comes soon): remove whatever original
+    came back (a reused grant, a retried inbox object) and whatever a delivery left; once no grant
+    can write the original again, the tombstone and the marker go too."""
+    came_back = False
     for _ in range(3):  # uploads/{id}, originals/{id}, the inbox object: each found, then removed
         upload = _find_original(image_id, source, settings)[1]
         if upload is None:
             break
+        came_back = True
         storage.delete_upload(upload.key, settings, etag=upload.etag)
-    storage.purge_image(image_id, settings)
+    doomed = [obj["Key"] for obj in objects if obj is not tombstone]
+    if doomed or came_back:
+        report.purged.append(image_id)
+    old = tombstone["LastModified"] <= now - timedelta(seconds=grace)
+    if not came_back and old and now >= _grant_deadline(image_id, settings):
+        doomed += [tombstone["Key"], storage.marker_key(image_id)]
+        report.tombstones_removed += 1
+    storage.delete_keys(settings.images_bucket, doomed)
+    return bool(doomed or came_back)
 
 
 def _grant_deadline(image_id: str, settings: Settings) -> datetime:
@@ -380,11 +399,12 @@ def _judge(
         doomed = [o["Key"] for o in found.keys if o is not tombstone]
         if doomed:
             report.purged.append(image_id)
-        settled_long_ago = tombstone["LastModified"] <= now - timedelta(seconds=grace)
-        if not originals and settled_long_ago and now >= _grant_deadline(image_id, settings):
+        deleted_long_ago = tombstone["LastModified"] <= now - timedelta(seconds=grace)
+        if not originals and deleted_long_ago and now >= _grant_deadline(image_id, settings):
             doomed.append(tombstone["Key"])  # no grant can bring the original back any more
+            doomed += [storage.marker_key(image_id)] if image_id in marked else []
             report.tombstones_removed += 1
-        return doomed + ([storage.marker_key(image_id)] if image_id in marked else [])
+        return doomed
     original = found.owned or found.granted
     records = storage.image_records(image_id, found.keys)
     if original is None:

@@ -19,8 +19,9 @@ Images bucket, everything about one image under ``{id}/``::
                                       the key name (base64url JSON), the full record as the body
     {id}/deleted                      the tombstone: the image was deleted; nothing under {id}/ is
                                       shown, and nothing is processed for it again
-    ~todo/{id}                        the index of unsettled work: an upload of this id has no
-                                      final record yet (the reconciler's work list; JSON body)
+    ~todo/{id}                        the index of unsettled work (the reconciler's work list; a
+                                      JSON body): an upload of this id has no final record yet, or
+                                      its image was deleted and the tombstone is still to retire
     ~sweep                            the reconciler's orphan-sweep cursor
 
 Listing a page therefore needs no GET or HEAD per image: one ``ListObjectsV2`` page holds
@@ -76,7 +77,6 @@ _RENDITION_KEY = re.compile(r"r/([a-z][a-z0-9_-]*)\.([0-9]+)x([0-9]+)\.([0-9a-f]
 _RECORD_KEY = re.compile(r"s/(pending|ready|failed)\.([A-Za-z0-9_-]*)")
 _MAX_KEY_BYTES = 1024
 _LIST_PAGE = 1000
-
 
 
 # --- ids -------------------------------------------------------------------------------
@@ -274,7 +274,8 @@ def parse_record_key(image_id: str, rest: str) -> Record | None:
         return None
     if not isinstance(fields.get("at"), int | None):
         return None
-    return Record(id=image_id, status=match.group(1), **{k: fields.get(k) for k in _KEY_FIELDS})
+    values: dict[str, Any] = {k: fields.get(k) for k in _KEY_FIELDS}
+    return Record(id=image_id, status=match.group(1), **values)
 
 
 def _parse_rendition_key(key: str, rest: str, size: int) -> Rendition | None:
@@ -814,6 +815,7 @@ def delete_image(image_id: str, settings: Settings) -> bool:
         if len(objects) > 1:  # a deletion that stopped half-way: finish it, and still say 404
             _delete_keys(settings.upload_bucket, [upload_key(image_id), original_key(image_id)])
             purge_image(image_id, settings)
+            mark_unsettled(image_id, upload_key(image_id), settings)
         return False
     # Nothing listed yet: a presigned upload not processed so far (an object from any S3 client
     # gets its originals/{id} and then its records before its id is shown anywhere).
@@ -830,6 +832,8 @@ def delete_image(image_id: str, settings: Settings) -> bool:
     )
     _delete_keys(settings.upload_bucket, [upload_key(image_id), original_key(image_id)])
     purge_image(image_id, settings)
+    # In the reconciler's index, which retires the tombstone once no grant can bring the original back.
+    mark_unsettled(image_id, upload_key(image_id), settings, attempts=0)
     return True
 
 

@@ -284,9 +284,10 @@ def _form_fields(content_type: str, body: bytes) -> tuple[dict[str, str], int | 
     fields: dict[str, str] = {}
     size = None
     last = ""
-    for part in message.iter_parts():  # type: ignore[attr-defined]
-        name = part.get_param("name", header="content-disposition") or ""
-        payload = part.get_payload(decode=True) or b""
+    for part in message.iter_parts():
+        name = str(part.get_param("name", header="content-disposition") or "")
+        payload = part.get_payload(decode=True)
+        payload = payload if isinstance(payload, bytes) else b""
         if name == "file":
             size = len(payload)
         elif name:

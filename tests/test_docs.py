@@ -37,8 +37,10 @@ requirements-dev.txt) and ``imageshelf`` (``pip install -e .``). No ``AWS_*`` va
 
 The stack listens on free ports, not the documented 8000 and 9000, so that tests and a
 reader's own ``make run`` never collide. One function, ``docblocks.localize``, rewrites
-``127.0.0.1:8000`` and ``127.0.0.1:9000`` in a block's text before it runs, and
-``IMAGESHELF_URL`` points the client's default there; the rest of each block runs exactly as printed.
+``127.0.0.1:8000`` and ``127.0.0.1:9000`` in a block's text before it runs; for the tools that
+find the stack by default, the variables the README names point there (``IMAGESHELF_URL`` for
+the client, ``PORT`` and ``S3_PORT`` for the local tools). The rest of each block runs exactly
+as printed.
 
 **What a block must do:** exit 0; print no line that starts like JSON without parsing; print no
 API error (``{"error": {...}}``) and no S3 error (``<Error><Code>``); send the embedded S3 only
@@ -63,6 +65,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -89,7 +92,7 @@ DOCS = ROOT / "docs"
 ARTIFACTS = ROOT / "test-artifacts"
 VENV = ROOT / ".venv"
 ADMIN_TOKEN = "change-me"  # the README's `ADMIN_TOKEN=change-me make run`
-BLOCK_TIMEOUT = 120
+BLOCK_TIMEOUT = 60  # seconds; the slowest example (a folder import, waited for) takes a few
 
 
 def doc_files() -> list[Path]:
@@ -198,8 +201,11 @@ class Shelf:
             "LC_ALL": "C.UTF-8",
             "TMPDIR": str(self.tmp),
             "TERM": "dumb",
-            # The one address the docs leave to the client's default (see the module docstring).
+            # The addresses the docs leave to defaults, through the variables the README names
+            # for them (see the module docstring).
             "IMAGESHELF_URL": self.stack.url,
+            "PORT": str(self.stack.port),
+            "S3_PORT": str(self.stack.s3_port),
             # Without credentials, awscli would ask the EC2 metadata service: no network here.
             "AWS_EC2_METADATA_DISABLED": "true",
         }
@@ -262,7 +268,16 @@ def run_block(block: Block, shelf: Shelf) -> tuple[str, subprocess.CompletedProc
             timeout=BLOCK_TIMEOUT,
         )
     except subprocess.TimeoutExpired as expired:
-        pytest.fail(f"{block.where}: still running after {BLOCK_TIMEOUT}s\n{script}\n{expired.stdout!r}")
+        output = [
+            (o.decode("utf-8", "replace") if isinstance(o, bytes) else o or "")[-2000:]
+            for o in (expired.stdout, expired.stderr)
+        ]
+        pytest.fail(
+            f"{block.where}: still running after {BLOCK_TIMEOUT}s (a command that runs until Ctrl-C "
+            f"is marked skip, or shown with its run-once option)\n--- the block, as run\n{script}"
+            f"--- stdout\n{output[0]}\n--- stderr\n{output[1]}",
+            pytrace=False,
+        )
     return script, result
 
 
@@ -326,6 +341,29 @@ def test_every_block_is_run_checked_or_marked() -> None:
     ]
     assert not unaccounted, f"blocks that are neither run, checked nor marked: {unaccounted}"
     assert any(b.kind == "shell" for b in BLOCKS) and any(b.kind == "python" for b in BLOCKS)
+
+
+def test_a_new_example_cannot_escape(tmp_path: Path) -> None:
+    """What the harness does with blocks it cannot run: each is reported, none silently passes."""
+    doc = tmp_path / "new.md"
+    doc.write_text(
+        "```console\n$ make run\n```\n\n"
+        "```\ncurl -s http://127.0.0.1:8000/ping\n```\n\n"
+        "```\nimageshelf is running\n```\n\n"
+        "<!-- docs-test: needs-aws -->\n```sh\nmake deploy\n```\n"
+    )
+    blocks = extract(doc)
+    assert [b.kind for b in blocks] == ["unknown", "text", "text", "marked"]
+    assert LOOKS_LIKE_A_COMMAND.search(blocks[1].text) and not LOOKS_LIKE_A_COMMAND.search(blocks[2].text)
+    for wrong in (
+        "<!-- docs-test: skip -->\n```sh\nls\n```\n",  # a skip without a reason
+        "<!-- docs-test: needs-aws -->\nSome prose.\n```sh\nls\n```\n",  # not right before a block
+        "<!-- docs-test: maybe -->\n```sh\nls\n```\n",  # unknown marker
+        "```sh\nls\n",  # never closed
+    ):
+        doc.write_text(wrong)
+        with pytest.raises(MarkdownError):
+            extract(doc)
 
 
 def test_the_referee_refuses_what_real_s3_refuses(shelf: Shelf) -> None:
@@ -392,12 +430,12 @@ def real_photos() -> list[tuple[str, bytes]]:
         pytest.fail(f"the real photos are missing ({missing[:3]}…): run .venv/bin/python -m bench.corpus")
     shrunk = []
     for source, name in REAL_PHOTOS.items():
-        with Image.open(CORPUS / source) as image:  # a phone-sized original, not a 13 MP wallpaper
-            image.draft("RGB", (1600, 1600))
-            image = image.convert("RGB")
-            image.thumbnail((2000, 2000))
-            buffer = io.BytesIO()
-            image.save(buffer, "JPEG", quality=88)
+        with Image.open(CORPUS / source) as original:  # phone-sized, not a 13 MP wallpaper
+            original.draft("RGB", (1600, 1600))
+            image = original.convert("RGB")
+        image.thumbnail((2000, 2000))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=88)
         shrunk.append((name, buffer.getvalue()))
     return shrunk
 
@@ -420,6 +458,7 @@ def save_for_docs(path: Path, target: Path, limit: int = 280_000) -> None:
     under ``limit`` bytes (the README's screenshots stay well under 300 KB)."""
     with Image.open(path) as full:
         rgb = full.convert("RGB")
+        buffer = io.BytesIO()
         for colours in (256, 192, 160, 128, 96, 64):
             palette = rgb.quantize(colors=colours, method=Image.Quantize.MEDIANCUT)
             small = rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
@@ -440,7 +479,11 @@ def test_the_docs_screenshots_show_a_first_run(tmp_path: Path) -> None:
 
     update = bool(os.environ.get("UPDATE_SCREENSHOTS"))
     # Only the top of the page is compared, so any photos will do to make the grid.
-    photos = real_photos() if update else [(f"photo-{i}.jpg", photo(900, 600, seed=i)) for i in range(12)]
+    photos = (
+        real_photos()
+        if update
+        else [(f"photo-{i}.jpg", photo(900, 600, seed=i)) for i in range(len(REAL_PHOTOS))]
+    )
     first_run = Stack(data_dir=tmp_path / "data", admin_token="").start()  # `make run`, no token
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -451,7 +494,7 @@ def test_the_docs_screenshots_show_a_first_run(tmp_path: Path) -> None:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             for docs_name, layout in SCREENSHOTS.items():
                 viewport = DESKTOP if layout == "desktop" else PHONE
-                extra = {"is_mobile": True, "has_touch": True} if layout == "phone" else {}
+                extra: dict[str, Any] = {"is_mobile": True, "has_touch": True} if layout == "phone" else {}
                 context = browser.new_context(viewport=viewport, **extra)
                 page = context.new_page()
                 page.goto(first_run.url + "/")
@@ -462,7 +505,9 @@ def test_the_docs_screenshots_show_a_first_run(tmp_path: Path) -> None:
                 # What a first run shows: uploading, and no Admin button without ADMIN_TOKEN.
                 assert page.locator("#admin-button").count() == 0
                 assert page.locator("label.upload-button").is_visible()
-                grid_top = int(page.locator("#grid").bounding_box()["y"])
+                grid = page.locator("#grid").bounding_box()
+                assert grid is not None, "the first run shows a grid of photos"
+                grid_top = int(grid["y"])
                 fresh = ARTIFACTS / f"docs-{docs_name}"
                 page.screenshot(path=str(fresh), animations="disabled")
                 context.close()

@@ -212,7 +212,8 @@ def test_delete_originals_removes_the_upload_only_after_success(
     client.lambda_.invoke("resize", s3_event("uploads/bad.jpg"))
     images = {i["status"]: i["id"] for i in json.loads(client.http.get("/images").body)["images"]}
     assert set(images) == {"ready", "failed"}
-    assert set(keys(aws, UPLOAD_BUCKET)) == {storage.original_key(images["failed"])}  # a failed image keeps it
+    # the ready image's original is gone; a failed image keeps its own
+    assert set(keys(aws, UPLOAD_BUCKET)) == {storage.original_key(images["failed"])}
 
 
 def test_racing_deliveries_leave_one_set_of_renditions(client: Any, aws: Any) -> None:

@@ -32,7 +32,7 @@ MAX_EXAMPLES = 50  # per operation and generation phase; the whole file runs in 
 # id that does not exist).
 CONFIG = schemathesis.Config.from_str("""
 [checks.negative_data_rejection]
-expected-statuses = ["400", "401", "403", "404", "405", "413", "415"]
+expected-statuses = ["400", "401", "403", "404", "405", "413", "415", "422"]
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "401", "403", "404"]
 """)

@@ -148,3 +148,31 @@ def test_record_keys_round_trip_within_s3_key_limit(filename: str) -> None:
         assert parsed.filename == filename
     else:
         assert parsed.filename.startswith(filename[:4]) and "…" in parsed.filename
+
+
+def test_deleted_images_and_bookkeeping_keys_leave_pages_full_and_cost_nothing(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tombstones of deleted images sit between images until the reconciler retires them, and the
+    reconciler's index (``~todo/``) after them: neither shortens a page nor adds a call."""
+    monkeypatch.setenv("ADMIN_TOKEN", "s3cret")
+    ids = store_ready_images(40)
+    for image_id in ids[::3]:
+        response = client.http.delete(f"/images/{image_id}", headers={"Authorization": "Bearer s3cret"})
+        assert response.status_code == 204
+    for _ in range(30):  # grants not used yet: each in the index
+        body = json.dumps({"filename": "a.jpg", "content_type": "image/jpeg"})
+        client.http.post("/uploads", headers={"Content-Type": "application/json"}, body=body)
+    kept = [i for i in ids if i not in ids[::3]]
+    calls = s3_calls()
+    pages, cursor = [], None
+    while True:
+        query = "limit=10" + (f"&cursor={cursor}" if cursor else "")
+        page = json.loads(client.http.get(f"/images?{query}").body)
+        pages.append([image["id"] for image in page["images"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [10, 10, 6]
+    assert [i for p in pages for i in p] == kept
+    assert calls == ["ListObjectsV2"] * len(pages)

@@ -114,6 +114,7 @@ def test_error_codes_are_the_apps() -> None:
         "NotFound",
         "FileTooLarge",
         "UnsupportedMediaType",
+        "EmptyFile",
         "InternalError",
     ):
         code = schemas[name]["allOf"][1]["properties"]["error"]["properties"]["code"]["const"]
@@ -132,7 +133,10 @@ def test_ids_and_content_types_match_the_apps_rules() -> None:
     for accepted in formats.upload_types():
         for spelling in (accepted, accepted.upper(), f" {accepted} ; charset=binary"):
             assert content_type.search(spelling), spelling
-    for refused in ("image/svg+xml", "application/pdf", "image/jpegx", "text/plain", "", "image/"):
+    # a type the client cannot name: accepted, and judged by the bytes like every upload
+    for unnamed in ("", "  ", "application/octet-stream", "Application/Octet-Stream; x=1"):
+        assert content_type.search(unnamed), unnamed
+    for refused in ("image/svg+xml", "application/pdf", "image/jpegx", "text/plain", "image/", "application"):
         assert not content_type.search(refused), refused
 
 
@@ -163,6 +167,8 @@ def test_upload_grants_match(client: Any) -> None:
         ({"filename": "a.jpg", "content_type": "image/jpeg", "method": "put"}, 400),
         ({"filename": " ", "content_type": "image/jpeg"}, 400),
         ({"filename": "a.jpg", "content_type": "image/jpeg", "extra": 1}, 400),
+        ({"filename": "a.jpg", "content_type": "image/jpeg", "size": 0}, 422),
+        ({"filename": "a.jpg", "content_type": "", "size": 0, "method": "put"}, 422),
     ],
 )
 def test_upload_errors_match(client: Any, body: dict[str, Any], status: int) -> None:

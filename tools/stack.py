@@ -38,6 +38,8 @@ class Stack:
     process: subprocess.Popen[bytes] | None = None
     upload_bucket: str = UPLOAD_BUCKET
     images_bucket: str = IMAGES_BUCKET
+    # Its own process group, as `make run` has in a terminal: `kill()` then signals the whole group.
+    own_group: bool = False
 
     @property
     def url(self) -> str:
@@ -68,6 +70,7 @@ class Stack:
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            start_new_session=self.own_group,
         )
         return self.wait_ready(timeout)
 
@@ -94,6 +97,15 @@ class Stack:
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise
+        self.log.close()
+        return code
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` to the stack's process group (``own_group``), as a terminal's Ctrl-C or an
+        OOM killer would, and wait for it to end; returns its exit status."""
+        assert self.process is not None and self.own_group
+        os.killpg(self.process.pid, sig)
+        code = self.process.wait(timeout=30)
         self.log.close()
         return code
 

@@ -210,6 +210,8 @@
       img.setAttribute("src", thumb.url);
       img.setAttribute("width", thumb.width);
       img.setAttribute("height", thumb.height);
+      // Before the card is laid out, so the browser does not pick a rendition for a 100vw-wide photo.
+      if (!img.getAttribute("sizes")) img.setAttribute("sizes", `${Math.ceil(expectedWidth(thumb.width / thumb.height))}px`);
       img.setAttribute("alt", name);
       const original = image.original || {};
       info = original.width && original.height ? `${original.width} × ${original.height}` : "";
@@ -303,6 +305,190 @@
   // "No photos yet" only when there is nothing to show and nothing more to load.
   function updateEmpty() {
     $("empty").hidden = grid.children.length > 0 || Boolean(nextCursor);
+  }
+
+  // --- layout: justified rows or the square grid -------------------------------------------
+
+  // Justified rows (the default), as Flickr and Google Photos show photos: each photo whole, in a
+  // box of its own aspect ratio; each row exactly as wide as the grid, its photos all one height,
+  // close to a target height that gallery.css sets per screen size (--row-h). This script picks the
+  // rows; flexbox places the pixels, from three custom properties per card (see gallery.css). The
+  // square grid is all CSS. The visitor's choice is kept in localStorage.
+  //
+  // Rows are filled greedily, as Flickr's justified-layout does: photos join a row while it is
+  // taller than the target; the photo that would make it shorter joins it or starts the next one,
+  // whichever leaves the row nearer the target. Adding photos at the end (more pages) therefore
+  // never moves the rows above them. The layout is recomputed, at most once a frame, when cards
+  // come, go or change state, and at once when the grid's width changes (before the frame is
+  // painted); a card's style is written only when its values changed, so a refresh that changes
+  // nothing writes nothing.
+  const LAYOUT_KEY = "imageshelf.layout";
+  const LAYOUTS = new Set(Array.from(document.querySelectorAll('input[name="layout"]'), (input) => input.value));
+  const BASIS_SHARE = 0.995; // of the row's width given as flex-basis; flex-grow hands out the rest
+  const NEARLY_FULL = 1.1; // a last row this close to the target height is justified too
+  const previewAspects = new WeakMap(); // upload card -> its local preview's aspect ratio
+  const applied = new WeakMap(); // card -> the custom properties last written on it
+  const DEFAULT_LAYOUT = LAYOUTS.has(grid.dataset.layout) ? grid.dataset.layout : "justified"; // the server's
+  let layoutMode = DEFAULT_LAYOUT;
+  let gridWidth = 0;
+  let rowTarget = 200;
+  let squareWidth = 0; // a square tile's width, as last laid out
+  let layoutFrame = 0;
+
+  function storedLayout() {
+    try {
+      const mode = localStorage.getItem(LAYOUT_KEY);
+      return LAYOUTS.has(mode) ? mode : null;
+    } catch (_) {
+      return null; // storage disabled: the default
+    }
+  }
+
+  function setLayout(mode, remember) {
+    if (!LAYOUTS.has(mode)) return;
+    layoutMode = mode;
+    grid.dataset.layout = mode;
+    for (const input of document.querySelectorAll('input[name="layout"]')) input.checked = input.value === mode;
+    if (remember) {
+      try { localStorage.setItem(LAYOUT_KEY, mode); } catch (_) { /* this page still switches */ }
+    }
+    layout();
+  }
+
+  function scheduleLayout() {
+    if (!layoutFrame) layoutFrame = requestAnimationFrame(layout);
+  }
+
+  // The width a photo of this aspect ratio gets, as far as is known before it is laid out.
+  function expectedWidth(aspect) {
+    if (layoutMode === "grid") return squareWidth || 260;
+    return Math.min(aspect * rowTarget, gridWidth || Infinity);
+  }
+
+  // A card's aspect ratio in the rows. A photo's is its thumbnail's (the <img>'s width and height
+  // attributes, the server's and the script's tiles alike). Cards without a photo yet: an upload
+  // shows its local preview, at that preview's shape (square at the narrowest, so its progress bar
+  // and words fit, and at most 2:1); a failure or refusal has words and buttons to show, so it is
+  // at least 320 pixels wide where the screen allows; a pending image of unknown size is square.
+  function aspectOf(card, wordy) {
+    const status = card.dataset.status;
+    if (status === "ready") {
+      const img = card.querySelector("a.tile img");
+      const width = Number(img && img.getAttribute("width"));
+      const height = Number(img && img.getAttribute("height"));
+      return width > 0 && height > 0 ? width / height : 1;
+    }
+    if (status === "failed" || status === "refused") return wordy;
+    const preview = previewAspects.get(card);
+    return preview ? Math.min(2, Math.max(1, preview)) : 1;
+  }
+
+  // Rows for these aspect ratios: [{start, end, height, full}], `end` excluded. A full row's
+  // photos at `height` fill `width` exactly, gaps included; a last row that is not full keeps the
+  // target height.
+  function justify(aspects, width, gap, target) {
+    const rows = [];
+    const heightOf = (count, sum) => (width - gap * (count - 1)) / sum;
+    let start = 0;
+    let sum = 0;
+    for (let i = 0; i < aspects.length; i += 1) {
+      const count = i - start + 1;
+      const withIt = heightOf(count, sum + aspects[i]);
+      if (withIt >= target) {
+        sum += aspects[i]; // the row is still taller than the target: room for more
+        continue;
+      }
+      const without = count > 1 ? heightOf(count - 1, sum) : Infinity;
+      if (target / withIt <= without / target) {
+        rows.push({ start, end: i + 1, height: withIt, full: true });
+        start = i + 1;
+        sum = 0;
+      } else {
+        rows.push({ start, end: i, height: without, full: true });
+        start = i;
+        sum = aspects[i];
+        if (heightOf(1, sum) < target) { // wider than the grid at the target height: a row of its own
+          rows.push({ start, end: i + 1, height: heightOf(1, sum), full: true });
+          start = i + 1;
+          sum = 0;
+        }
+      }
+    }
+    if (start < aspects.length) {
+      const height = heightOf(aspects.length - start, sum);
+      const full = height <= target * NEARLY_FULL;
+      rows.push({ start, end: aspects.length, height: full ? height : target, full });
+    }
+    return rows;
+  }
+
+  // The width the browser should choose a rendition for: the tile's, as laid out.
+  function setSizes(card, width) {
+    const img = card.dataset.status === "ready" && card.querySelector("a.tile img");
+    const sizes = `${Math.ceil(width)}px`;
+    if (img && img.getAttribute("sizes") !== sizes) img.setAttribute("sizes", sizes);
+  }
+
+  function layout() {
+    if (layoutFrame) cancelAnimationFrame(layoutFrame);
+    layoutFrame = 0;
+    const cards = Array.from(grid.children);
+    if (!gridWidth) gridWidth = grid.clientWidth;
+    if (!cards.length || !gridWidth) return;
+    const style = getComputedStyle(grid);
+    rowTarget = parseFloat(style.getPropertyValue("--row-h")) || Math.max(110, Math.min(260, 0.1 * innerWidth + 100));
+    if (layoutMode === "grid") {
+      squareWidth = cards[0].getBoundingClientRect().width; // every column is as wide
+      for (const card of cards) setSizes(card, squareWidth);
+      return;
+    }
+    const gap = parseFloat(style.columnGap) || 0;
+    const wordy = Math.max(1.5, Math.min(gridWidth, 320) / rowTarget);
+    const aspects = cards.map((card) => aspectOf(card, wordy));
+    for (const row of justify(aspects, gridWidth, gap, rowTarget)) {
+      for (let i = row.start; i < row.end; i += 1) {
+        const width = aspects[i] * row.height;
+        const values = [aspects[i].toFixed(5), `${(width * (row.full ? BASIS_SHARE : 1)).toFixed(2)}px`,
+          row.full ? aspects[i].toFixed(5) : "0"];
+        const key = values.join(" ");
+        if (applied.get(cards[i]) !== key) {
+          applied.set(cards[i], key);
+          cards[i].style.setProperty("--ar", values[0]);
+          cards[i].style.setProperty("--basis", values[1]);
+          cards[i].style.setProperty("--grow", values[2]);
+        }
+        setSizes(cards[i], width);
+      }
+    }
+    if (!grid.classList.contains("is-laid-out")) grid.classList.add("is-laid-out");
+  }
+
+  function setupLayout() {
+    const stored = storedLayout();
+    if (stored) setLayout(stored, false);
+    else layout();
+    const switcher = $("layout-switch");
+    switcher.hidden = false;
+    switcher.addEventListener("change", (event) => {
+      if (event.target.name === "layout") setLayout(event.target.value, true);
+    });
+    // Cards added, removed or replaced; a card's status; a thumbnail's size.
+    new MutationObserver((records) => {
+      if (records.some((r) => r.type === "attributes" || r.target === grid)) scheduleLayout();
+    }).observe(grid, { childList: true, subtree: true, attributes: true, attributeFilter: ["data-status", "width", "height"] });
+    // The grid's width, watched on a block beside it whose height does not depend on the photos, so
+    // laying them out again here (before the frame is painted) cannot loop.
+    new ResizeObserver((items) => {
+      const width = items[items.length - 1].contentRect.width;
+      if (width && Math.abs(width - gridWidth) > 0.01) {
+        gridWidth = width;
+        layout();
+      }
+    }).observe($("load-more").parentElement);
+    // Another tab chose another layout.
+    window.addEventListener("storage", (event) => {
+      if (event.key === LAYOUT_KEY) setLayout(storedLayout() || DEFAULT_LAYOUT, false);
+    });
   }
 
   // --- live updates -----------------------------------------------------------------------
@@ -465,6 +651,12 @@
       upload.preview = URL.createObjectURL(file);
       preview.setAttribute("src", upload.preview);
       preview.addEventListener("error", () => preview.remove()); // not decodable here (or not an image)
+      preview.addEventListener("load", () => {
+        if (preview.naturalWidth && preview.naturalHeight) {
+          previewAspects.set(card, preview.naturalWidth / preview.naturalHeight);
+          scheduleLayout();
+        }
+      });
     } else {
       preview.remove();
     }
@@ -946,6 +1138,7 @@
       applyFailures();
       for (const card of grid.children) decorate(card);
     });
+    setupLayout();
     setupDrop();
     setupLightbox();
     setupAdmin();
