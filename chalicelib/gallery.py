@@ -36,8 +36,8 @@ PAGE_SIZE = 24  # what the JSON API returns without a limit; the script asks for
 # aspect ratios, as Flickr and Google Photos show them; or "grid", the square grid of crops.
 DEFAULT_LAYOUT = "justified"
 
-# The justified rows' target height in CSS pixels (gallery.css: --row-h, 8vw + 100px within 110 and
-# 280 pixels) at the widths of a phone, a tablet and a laptop or wider. The first page's tiles say with it how wide
+# The justified rows' target height in CSS pixels (gallery.css: --row-h, 8vw + 100px, within 110
+# and 280) on a phone, a tablet, and a laptop or wider. With it the first page's tiles say how wide
 # they will be (their `sizes`), so a browser fetches a fitting rendition before the script has
 # measured the real widths, or without the script.
 _ROW_HEIGHTS = ((480, 135), (1000, 170))

@@ -720,13 +720,17 @@ def settle(
 
 
 def purge_image(image_id: str, settings: Settings, objects: list[dict[str, Any]] | None = None) -> None:
-    """Delete every rendition and record of an image and its marker (records last, so a retry
-    still finds them); a tombstone stays."""
+    """Delete every rendition and record of an image (records last, so a retry still finds them).
+    A tombstone stays, and so does the marker that has the reconciler retire it; without a
+    tombstone the marker goes too."""
     keys = [o["Key"] for o in (image_objects(image_id, settings) if objects is None else objects)]
+    deleted = any(is_tombstone(k) for k in keys)
     keys = [k for k in keys if not is_tombstone(k)]
     _delete_keys(
         settings.images_bucket,
-        [k for k in keys if "/s/" not in k] + [k for k in keys if "/s/" in k] + [marker_key(image_id)],
+        [k for k in keys if "/s/" not in k]
+        + [k for k in keys if "/s/" in k]
+        + ([] if deleted else [marker_key(image_id)]),
     )
 
 
@@ -831,8 +835,8 @@ def delete_image(image_id: str, settings: Settings) -> bool:
         ContentType="application/json",
     )
     _delete_keys(settings.upload_bucket, [upload_key(image_id), original_key(image_id)])
-    purge_image(image_id, settings)
-    # In the reconciler's index, which retires the tombstone once no grant can bring the original back.
+    purge_image(image_id, settings)  # the tombstone (and a marker) stay
+    # The marker has the reconciler retire the tombstone once no grant can bring the original back.
     mark_unsettled(image_id, upload_key(image_id), settings, attempts=0)
     return True
 

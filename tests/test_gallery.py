@@ -202,7 +202,10 @@ def test_a_ready_card_has_a_sized_lazy_thumbnail_with_srcset_over_the_renditions
         img["srcset"]
         == "https://cdn.example.com/t.jpg?a=1&b=2 400w, https://cdn.example.com/l.jpg?a=1&b=2 1200w"
     )
-    assert img["sizes"] and img["decoding"] == "async"
+    assert img["decoding"] == "async"
+    # Its width in justified rows (3:2 at the target row height of each screen size), until the
+    # script measures it.
+    assert img["sizes"] == "(max-width: 480px) 202px, (max-width: 1000px) 255px, 330px"
     assert page.find("li", **{"class": "card"})[0]["data-status"] == "ready"
     assert '<p class="info">1200 × 800</p>' in render(image()).body
 
@@ -249,6 +252,40 @@ def test_a_first_page_of_only_failures_offers_more_rather_than_an_empty_gallery(
     assert not [a for a in more.find("li") if a.get("data-id")]
     alone = Page(render(failed).body)  # nothing else on the shelf: the public sees an empty gallery
     assert "hidden" not in alone.by_id("empty")
+
+
+def test_justified_rows_are_the_default_and_the_switch_offers_the_square_grid() -> None:
+    page = Page(render(image()).body)
+    assert page.by_id("grid")["data-layout"] == "justified"
+    switch = page.by_id("layout-switch")
+    assert switch is not None and "hidden" in switch  # the script shows it: without it, it would do nothing
+    html = render(image()).body
+    fieldset = re.search(r'<fieldset class="layout-switch"[^>]*>(.*?)</fieldset>', html, re.S)
+    assert fieldset is not None
+    assert re.search(r'<legend class="visually-hidden">Layout</legend>', fieldset.group(1))
+    radios = [a for t, a in Page(fieldset.group(1)).tags if t == "input"]
+    assert [(r["type"], r["name"], r["value"]) for r in radios] == [
+        ("radio", "layout", "justified"),
+        ("radio", "layout", "grid"),
+    ]
+    assert "checked" in radios[0] and "checked" not in radios[1]
+    labels = re.findall(r"<label[^>]*>.*?<span>(\w+)</span>\s*</label>", fieldset.group(1), re.S)
+    assert labels == ["Rows", "Grid"]  # each radio's name, inside its label
+
+
+@pytest.mark.parametrize(
+    ("size", "sizes"),
+    [
+        ((267, 400), "(max-width: 480px) 90px, (max-width: 1000px) 113px, 147px"),  # portrait
+        ((400, 400), "(max-width: 480px) 135px, (max-width: 1000px) 170px, 220px"),
+        ((400, 100), "(max-width: 480px) 480px, (max-width: 1000px) 680px, 880px"),  # panorama
+        ((400, 40), "(max-width: 480px) 480px, (max-width: 1000px) 1000px, 1320px"),  # wider than any screen
+    ],
+)
+def test_a_tile_asks_for_a_rendition_as_wide_as_its_row_will_show_it(
+    size: tuple[int, int], sizes: str
+) -> None:
+    assert gallery.tile_sizes(*size) == sizes
 
 
 def test_every_image_error_code_has_words_a_person_understands() -> None:

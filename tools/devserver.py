@@ -120,7 +120,14 @@ class Mirror:
         if headers.get("CacheControl"):
             metadata["Cache-Control"] = headers["CacheControl"]
         metadata |= {f"x-amz-meta-{k}": v for k, v in meta.get("Metadata", {}).items()}
-        return {"Key": meta["Key"], "Metadata": metadata}, path.with_suffix(".bin").read_bytes()
+        header = {"Key": meta["Key"], "Metadata": metadata}
+        # Those folders kept no times: a presigned upload's is its id's, so it stays its image's.
+        from chalicelib import storage
+
+        if storage.is_id(meta["Key"].removeprefix(storage.UPLOAD_PREFIX)):
+            made = storage.id_created_at(meta["Key"].removeprefix(storage.UPLOAD_PREFIX))
+            header["LastModified"] = made.replace(tzinfo=None).isoformat()
+        return header, path.with_suffix(".bin").read_bytes()
 
     def persist(self) -> None:
         """Write every object that changed since the last call, and remove the deleted ones."""
@@ -147,6 +154,7 @@ class Mirror:
             "Metadata": dict(key.metadata),
         }
         path = self._path(bucket, key.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{threading.get_ident()}")
         tmp.write_bytes(json.dumps(header).encode() + b"\n" + key.value)
         tmp.replace(path)

@@ -436,7 +436,9 @@
     if (!gridWidth) gridWidth = grid.clientWidth;
     if (!cards.length || !gridWidth) return;
     const style = getComputedStyle(grid);
-    rowTarget = parseFloat(style.getPropertyValue("--row-h")) || Math.max(110, Math.min(260, 0.1 * innerWidth + 100));
+    // (Read back in pixels where @property is supported; else the same formula as gallery.css.)
+    rowTarget = parseFloat(style.getPropertyValue("--row-h"))
+      || Math.max(110, Math.min(0.08 * innerWidth + 100, 280, 0.48 * innerHeight));
     if (layoutMode === "grid") {
       squareWidth = cards[0].getBoundingClientRect().width; // every column is as wide
       for (const card of cards) setSizes(card, squareWidth);
@@ -485,6 +487,8 @@
         layout();
       }
     }).observe($("load-more").parentElement);
+    // The target height follows the window's size even where the grid's width is at its maximum.
+    window.addEventListener("resize", scheduleLayout);
     // Another tab chose another layout.
     window.addEventListener("storage", (event) => {
       if (event.key === LAYOUT_KEY) setLayout(storedLayout() || DEFAULT_LAYOUT, false);
