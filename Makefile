@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STAGE ?= dev
 
-.PHONY: run test lint load bench package deploy destroy provision admin-token clean
+.PHONY: run test lint load bench package deploy destroy provision admin-token upload-token reprocess reconcile clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@if test -x $(PY); then echo "Updating .venv: the requirements changed (usually a few seconds)..."; \
@@ -19,6 +19,10 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 
 run: $(STAMP)
 	$(PY) -m tools.devserver --reload $(if $(PORT),--port $(PORT)) $(if $(S3_PORT),--s3-port $(S3_PORT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+# The reconciler beside `chalice local` (`make run` runs its own): at start, then every minute.
+reconcile: $(STAMP)
+	$(PY) -m tools.reconcile
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -53,6 +57,16 @@ destroy: $(STAMP)
 # A new random admin token in the stage's SSM parameter: turns deletion on, or rotates the token.
 admin-token: $(STAMP)
 	$(PY) -m tools.deploy admin-token --stage $(STAGE) $(if $(REGION),--region $(REGION))
+
+# A new random upload token in the stage's SSM parameter, for a stage that asks for one
+# (UPLOAD_TOKEN_PARAMETER, docs/deploy.md): opens uploads to its holders, or rotates it.
+upload-token: $(STAMP)
+	$(PY) -m tools.deploy upload-token --stage $(STAGE) $(if $(REGION),--region $(REGION))
+
+# Backfill: images processed before today's settings get their placeholder and the WebP/AVIF copies
+# (RENDITION_FORMATS) of their renditions; idempotent. STAGE=prod with AWS credentials for a deployed stage.
+reprocess: $(STAMP)
+	$(PY) -m tools.reprocess --stage $(if $(filter command line,$(origin STAGE)),$(STAGE),local)
 
 # ruff (lint and format) on the whole tree; mypy on app.py, chalicelib, tools and the client
 # ([tool.mypy] in pyproject.toml). CI runs it before the tests.

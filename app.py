@@ -3,8 +3,10 @@
 Each route parses its input, calls into ``chalicelib`` and answers; the work is there.
 """
 
-from chalice import Chalice, Rate
-from chalice.app import CloudWatchEvent
+from typing import Any
+
+from chalice import Chalice, Rate, Response
+from chalice.app import CloudWatchEvent, S3Event
 
 from chalicelib import gallery, http, images, openapi, processing, storage, uploads
 from chalicelib import reconcile as reconciler
@@ -13,48 +15,51 @@ from chalicelib.config import get_settings, upload_bucket_name
 app = Chalice(app_name="imageshelf")
 app.register_middleware(http.middleware, "http")
 processing.log_json_lines(app.log)
+# The JSON API's CORS for the stage's ALLOWED_ORIGINS (chalicelib/http.py says how); not the gallery's.
+CORS = http.cors_config(get_settings())
 
 
-@app.route("/ping")
-def ping():
+@app.route("/ping", cors=CORS)
+def ping() -> dict[str, str]:
     return {"message": "pong"}
 
 
-@app.route("/openapi.json")
-def openapi_json():
+@app.route("/openapi.json", cors=CORS)
+def openapi_json() -> dict[str, Any]:
     return openapi.document(get_settings())
 
 
-@app.route("/uploads", methods=["POST"], content_types=uploads.REQUEST_CONTENT_TYPES)
+@app.route("/uploads", methods=["POST"], content_types=uploads.REQUEST_CONTENT_TYPES, cors=CORS)
 @http.json_errors
-def create_upload():
-    upload = uploads.create(app.current_request.raw_body, get_settings())
-    return http.created(upload, upload["status_url"], app.current_request)
+def create_upload() -> Response:
+    request = http.current(app)
+    upload = uploads.create(http.body(request), get_settings(), http.authorization(request))
+    return http.created(upload, upload["status_url"], request)
 
 
-@app.route("/images")
+@app.route("/images", cors=CORS)
 @http.json_errors
-def list_images():
-    return images.page(app.current_request.query_params, get_settings())
+def list_images() -> dict[str, Any]:
+    return images.page(http.query(http.current(app)), get_settings())
 
 
-@app.route("/images/{image_id}")
+@app.route("/images/{image_id}", cors=CORS)
 @http.json_errors
-def get_image(image_id):
+def get_image(image_id: str) -> dict[str, Any]:
     return images.get(image_id, get_settings())
 
 
-@app.route("/images/{image_id}", methods=["DELETE"])
+@app.route("/images/{image_id}", methods=["DELETE"], cors=CORS)
 @http.json_errors
-def delete_image(image_id):
-    images.delete(image_id, app.current_request.headers.get("authorization"), get_settings())
+def delete_image(image_id: str) -> Response:
+    images.delete(image_id, http.authorization(http.current(app)), get_settings())
     return http.no_content()
 
 
 @app.route("/")
 @http.json_errors
-def gallery_page():
-    redirect = http.slash_redirect(app.current_request)
+def gallery_page() -> Response:
+    redirect = http.slash_redirect(http.current(app))
     if redirect:
         return redirect
     settings = get_settings()
@@ -63,12 +68,12 @@ def gallery_page():
 
 @app.route("/static/{name}")
 @http.json_errors
-def static_asset(name):
+def static_asset(name: str) -> Response:
     return gallery.asset_response(name)
 
 
 @app.on_s3_event(bucket=upload_bucket_name(), events=["s3:ObjectCreated:*"], prefix=storage.UPLOAD_PREFIX)
-def resize(event):
+def resize(event: S3Event) -> None:
     request_id = getattr(event.context, "aws_request_id", None)
     processing.process_upload(event.bucket, event.key, get_settings(), request_id, line_log=app.log)
 

@@ -18,4 +18,5 @@ if ! ldconfig -p | grep -q 'libMagickWand-6.Q16.so'; then
 fi
 
 "$PY" -m bench.corpus >/dev/null   # .cache/bench/corpus/, from pinned Debian wallpaper packages
+"$PY" -m bench.formats             # bytes per rendition format at equal SSIM, encode time per upload
 exec "$PY" -m bench.bench "$@"

@@ -1,11 +1,19 @@
-"""Who may delete: the admin bearer token, from ``ADMIN_TOKEN`` or an SSM SecureString.
+"""Who may delete, and who may upload: bearer tokens from the environment or SSM SecureStrings.
 
-Locally the token is an environment variable. On AWS it lives in SSM Parameter Store
-(``ADMIN_TOKEN_PARAMETER``), so it is neither in git nor in the Lambda configuration; the API
-function may read that one parameter and nothing else. It is read when a delete presents a token
-and kept for ``TOKEN_TTL`` seconds, so a rotated token takes effect within minutes, with no
-deploy, and SSM sees at most one read per API instance per ``TOKEN_TTL`` (``MISSING_TTL`` while
-the parameter does not exist), however many deletes are attempted.
+Two tokens, read the same way:
+
+- the admin token (``ADMIN_TOKEN``, or on AWS the parameter ``ADMIN_TOKEN_PARAMETER``) deletes;
+  without one, deletion is off;
+- the upload token (``UPLOAD_TOKEN`` / ``UPLOAD_TOKEN_PARAMETER``), when set, is needed for
+  ``POST /uploads``; without one, uploads are open (the local stage's default). The admin token
+  is accepted for uploads too: whoever may delete images may add them.
+
+Locally a token is an environment variable. On AWS it lives in SSM Parameter Store, so it is
+neither in git nor in the Lambda configuration; the API function may read those parameters and
+nothing else. A parameter is read when a request presents a token and kept for ``TOKEN_TTL``
+seconds, so a rotated token takes effect within minutes, with no deploy, and SSM sees at most one
+read per parameter per API instance per ``TOKEN_TTL`` (``MISSING_TTL`` while the parameter does
+not exist), however many requests are made.
 """
 
 from __future__ import annotations
@@ -37,16 +45,78 @@ def require_admin(authorization: str | None, settings: Settings) -> None:
     scheme, _, presented = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         raise ImageshelfError("unauthorized", "Send 'Authorization: Bearer <admin token>' to delete images.")
-    if not hmac.compare_digest(presented.strip().encode(), admin_token(settings).encode()):
+    if not _matches(presented.strip(), admin_token(settings)):
         raise ImageshelfError("forbidden", "That token is not the admin token.")
+
+
+def require_uploader(authorization: str | None, settings: Settings) -> None:
+    """Raise ``unauthorized`` or ``forbidden`` unless uploads are open (no upload token set) or
+    ``authorization`` is ``Bearer <upload token>`` or ``Bearer <admin token>``."""
+    if not settings.upload_token_required:
+        return
+    scheme, _, presented = (authorization or "").partition(" ")
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
+        raise ImageshelfError(
+            "unauthorized", "Uploads need a token here: send 'Authorization: Bearer <upload token>'."
+        )
+    expected = upload_token(settings)
+    if _matches(presented, expected):
+        return
+    if settings.deletion_enabled:
+        try:
+            if _matches(presented, admin_token(settings)):
+                return
+        except ImageshelfError:  # no admin token stored yet: only the upload token counts
+            pass
+    if not expected:
+        raise ImageshelfError(
+            "forbidden",
+            "Uploads need a token here, and none is stored for this stage yet: "
+            "its operator runs `make upload-token STAGE=<stage>`.",
+        )
+    raise ImageshelfError("forbidden", "That token is not the upload token (nor the admin token).")
 
 
 def admin_token(settings: Settings) -> str:
     """The admin token in force: ``ADMIN_TOKEN``, or the SSM parameter's value (cached)."""
-    if settings.admin_token:
-        return settings.admin_token
-    name = settings.admin_token_parameter
-    token = _cache.get(name, lambda value: TOKEN_TTL if value else MISSING_TTL)
+    token = _token(settings.admin_token, settings.admin_token_parameter)
+    if not token:
+        log.warning(
+            "deletion refused: SSM parameter %s does not exist or is empty", settings.admin_token_parameter
+        )
+        raise ImageshelfError(
+            "forbidden",
+            "Deletion is not set up yet: no admin token is stored for this stage. "
+            "Its operator runs `make admin-token STAGE=<stage>`.",
+        )
+    return token
+
+
+def upload_token(settings: Settings) -> str:
+    """The upload token in force: ``UPLOAD_TOKEN``, or the SSM parameter's value (cached).
+
+    While the parameter does not exist uploads stay closed (``""`` matches no token): a stage
+    that asks for an upload token never falls open because the token is missing.
+    """
+    token = _token(settings.upload_token, settings.upload_token_parameter)
+    if not token:
+        log.warning(
+            "upload token not set: SSM parameter %s does not exist or is empty",
+            settings.upload_token_parameter,
+        )
+    return token
+
+
+def _matches(presented: str, token: str) -> bool:
+    return bool(token) and hmac.compare_digest(presented.encode(), token.encode())
+
+
+def _token(value: str, name: str) -> str:
+    """``value`` if set, else SSM parameter ``name``'s value (cached), ``""`` if it does not exist."""
+    if value:
+        return value
+    token = _cache.get(name, lambda found: TOKEN_TTL if found else MISSING_TTL)
     if token is None:
         try:
             token = _cache.put(name, _read_parameter(name))
@@ -57,13 +127,6 @@ def admin_token(settings: Settings) -> str:
             # SSM throttled or failed: the last token read stays good until SSM answers again.
             log.warning("could not read SSM parameter %s; using the token read before", name, exc_info=True)
             return last
-    if not token:
-        log.warning("deletion refused: SSM parameter %s does not exist or is empty", name)
-        raise ImageshelfError(
-            "forbidden",
-            "Deletion is not set up yet: no admin token is stored for this stage. "
-            "Its operator runs `make admin-token STAGE=<stage>`.",
-        )
     return token
 
 

@@ -23,11 +23,14 @@ _ENV_NAMES = (
     "MAX_PIXELS",
     "MAX_FRAMES",
     "RENDITIONS",
+    "RENDITION_FORMATS",
     "UPLOAD_URL_EXPIRES",
     "DOWNLOAD_URL_EXPIRES",
     "PUBLIC_BASE_URL",
     "ADMIN_TOKEN",
     "ADMIN_TOKEN_PARAMETER",
+    "UPLOAD_TOKEN",
+    "UPLOAD_TOKEN_PARAMETER",
     "PENDING_TIMEOUT",
     "DELETE_ORIGINALS",
     "ALLOWED_ORIGINS",
@@ -57,11 +60,17 @@ class Settings:
         ("thumb", (400, 400)),
         ("large", (1600, 1600)),
     )
+    # Formats each still rendition is also written in, beside its JPEG (opaque) or PNG/WebP
+    # (transparent), when smaller: Pillow format names, from RENDITION_FORMATS=jpeg,webp,avif.
+    rendition_formats: tuple[str, ...] = ("WEBP", "AVIF")
     upload_url_expires: int = 300
     download_url_expires: int = 3600
     public_base_url: str = ""
     admin_token: str = ""
     admin_token_parameter: str = ""
+    # Uploads need ``Authorization: Bearer <upload token>`` (or the admin token) when either is set.
+    upload_token: str = ""
+    upload_token_parameter: str = ""
     pending_timeout: int = 900
     delete_originals: bool = False
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8000", "http://localhost:8000")
@@ -78,6 +87,10 @@ class Settings:
     @property
     def deletion_enabled(self) -> bool:
         return bool(self.admin_token or self.admin_token_parameter)
+
+    @property
+    def upload_token_required(self) -> bool:
+        return bool(self.upload_token or self.upload_token_parameter)
 
 
 def get_settings() -> Settings:
@@ -121,6 +134,9 @@ def _settings_from(values: tuple[str | None, ...]) -> Settings:
         max_pixels=_int(env, "MAX_PIXELS", defaults.max_pixels, 1, 1_000_000_000),
         max_frames=_int(env, "MAX_FRAMES", defaults.max_frames, 1, 100_000),
         renditions=parse_renditions(env["RENDITIONS"]) if "RENDITIONS" in env else defaults.renditions,
+        rendition_formats=parse_rendition_formats(env["RENDITION_FORMATS"])
+        if "RENDITION_FORMATS" in env
+        else defaults.rendition_formats,
         upload_url_expires=_int(env, "UPLOAD_URL_EXPIRES", defaults.upload_url_expires, 10, 3600),
         download_url_expires=_int(
             env, "DOWNLOAD_URL_EXPIRES", defaults.download_url_expires, 60, 7 * 24 * 3600
@@ -128,9 +144,14 @@ def _settings_from(values: tuple[str | None, ...]) -> Settings:
         public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
         admin_token=env.get("ADMIN_TOKEN", ""),
         admin_token_parameter=_parameter_name(env, "ADMIN_TOKEN_PARAMETER"),
+        upload_token=env.get("UPLOAD_TOKEN", ""),
+        upload_token_parameter=_parameter_name(env, "UPLOAD_TOKEN_PARAMETER"),
         pending_timeout=_int(env, "PENDING_TIMEOUT", defaults.pending_timeout, 10, 7 * 24 * 3600),
         delete_originals=_bool(env, "DELETE_ORIGINALS", defaults.delete_originals),
-        allowed_origins=_origins(env, "ALLOWED_ORIGINS", defaults.allowed_origins),
+        # Set but empty (the AWS stages' "ALLOWED_ORIGINS": ""): no other origin, not the default.
+        allowed_origins=()
+        if values[_ENV_NAMES.index("ALLOWED_ORIGINS")] == ""
+        else _origins(env, "ALLOWED_ORIGINS", defaults.allowed_origins),
         resize_dlq_url=_queue_url(env, "RESIZE_DLQ_URL"),
         reconcile_grace=_int(env, "RECONCILE_GRACE", defaults.reconcile_grace, 0, 24 * 3600),
         reconcile_attempts=_int(env, "RECONCILE_ATTEMPTS", defaults.reconcile_attempts, 1, 100),
@@ -141,6 +162,11 @@ def _settings_from(values: tuple[str | None, ...]) -> Settings:
     if settings.admin_token and settings.admin_token_parameter:
         raise ConfigError(
             "ADMIN_TOKEN and ADMIN_TOKEN_PARAMETER are both set: keep one (the parameter on AWS, "
+            "so the token is not in .chalice/config.json)"
+        )
+    if settings.upload_token and settings.upload_token_parameter:
+        raise ConfigError(
+            "UPLOAD_TOKEN and UPLOAD_TOKEN_PARAMETER are both set: keep one (the parameter on AWS, "
             "so the token is not in .chalice/config.json)"
         )
     # An upload may start at the last second of its URL's life: only then can it be late.
@@ -168,6 +194,22 @@ def parse_renditions(spec: str) -> tuple[tuple[str, tuple[int, int]], ...]:
             raise ConfigError(f"RENDITIONS: the name {name!r} appears twice")
         result.append((name, (width, height)))
     return tuple(result)
+
+
+def parse_rendition_formats(spec: str) -> tuple[str, ...]:
+    """``"jpeg,webp,avif"`` -> ``("WEBP", "AVIF")``: the formats written beside the JPEG/PNG,
+    which is always written (naming it, or only it, is allowed: ``jpeg`` turns the others off)."""
+    names = [part.strip().lower() for part in spec.split(",") if part.strip()]
+    for name in names:
+        if name not in _RENDITION_FORMATS:
+            raise ConfigError(
+                f"RENDITION_FORMATS: {name!r} is not one of {', '.join(_RENDITION_FORMATS)} "
+                "(e.g. jpeg,webp,avif; the JPEG or PNG is always written)"
+            )
+    return tuple(dict.fromkeys(_RENDITION_FORMATS[n] for n in names if _RENDITION_FORMATS[n]))
+
+
+_RENDITION_FORMATS = {"jpeg": "", "png": "", "webp": "WEBP", "avif": "AVIF"}
 
 
 def _base_url(env: dict[str, str], name: str) -> str:

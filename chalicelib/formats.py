@@ -55,7 +55,11 @@ FORMATS: tuple[Format, ...] = (
     Format("TIFF", "image/tiff", "tif", "TIFF", ("tif", "tiff")),
     Format("BMP", "image/bmp", "bmp", "BMP", ("bmp", "dib"), previewable=True,
            aliases=("image/x-ms-bmp",)),
-    Format("AVIF", "image/avif", "avif", "AVIF", ("avif",), previewable=True, codec="avif"),
+    Format("AVIF", "image/avif", "avif", "AVIF", ("avif",), output=True, previewable=True, codec="avif"),
+    # iPhone photos. Decoded by pi-heif (a Pillow plugin, registered by imaging when it first opens
+    # a file); most browsers cannot show it, so the gallery shows no local preview of one.
+    Format("HEIF", "image/heic", "heic", "HEIC", ("heic", "heif", "hif"), codec="pi_heif",
+           aliases=("image/heif", "image/heic-sequence", "image/heif-sequence")),
 )  # fmt: skip
 
 # Magic numbers of the formats above: (format name, test of the file's first 64 bytes).
@@ -66,7 +70,8 @@ _SIGNATURES: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
     ("WEBP", lambda h: h[:4] == b"RIFF" and h[8:12] == b"WEBP"),
     ("TIFF", lambda h: h[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")),
     ("BMP", _bmp),
-    ("AVIF", lambda h: h[4:8] == b"ftyp" and h[8:12] in (b"avif", b"avis")),
+    ("AVIF", lambda h: _avif(h)),
+    ("HEIF", lambda h: _heif(h)),
 )
 
 # Formats recognised only to be refused by name: (magic at the start, name).
@@ -77,8 +82,22 @@ REFUSED: tuple[tuple[bytes, str], ...] = (
     (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"gimp xcf", "XCF"), (b"v/1\x01", "OpenEXR"),
     (b"#?radiance", "HDR"),
 )  # fmt: skip
-# ISO base media brands (the ``ftyp`` box) of HEIF-family files we cannot decode.
+# ISO base media brands (the ``ftyp`` box) of HEIF files: HEVC-coded (iPhone), or generic.
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def _generic_avif(head: bytes) -> bool:
+    """A generic HEIF (major brand mif1/msf1) listing AVIF among its compatible brands."""
+    return head[8:12] in (b"mif1", b"msf1") and b"avif" in head[16 : int.from_bytes(head[:4])]
+
+
+def _avif(head: bytes) -> bool:
+    return head[4:8] == b"ftyp" and (head[8:12] in (b"avif", b"avis") or _generic_avif(head))
+
+
+def _heif(head: bytes) -> bool:
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS and not _generic_avif(head)
+
 
 BY_NAME: dict[str, Format] = {f.name: f for f in FORMATS}
 BY_MIME: dict[str, Format] = {m: f for f in FORMATS for m in (f.mime, *f.aliases)}
@@ -127,8 +146,6 @@ def sniff(data: bytes) -> tuple[Format | None, str | None]:
         if test(head):
             fmt = BY_NAME[name]
             return (fmt, None) if fmt.upload else (None, fmt.label)
-    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
-        return None, "HEIC"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     for magic, refused in REFUSED:
         if text.startswith(magic):

@@ -102,6 +102,8 @@ def error_words(settings: Settings) -> dict[str, str]:
         "invalid_request": "The upload was refused.",
         "upload_failed": "The upload didn't finish. Check your connection and try again.",
         "network": "Couldn't reach imageshelf. Check your connection and try again.",
+        "upload_token_needed": "Uploads here need a token: choose Retry and enter it.",
+        "upload_token_refused": "That upload token was refused, so the photo was not uploaded.",
         # deletion
         "unauthorized": "Enter the admin token to delete photos.",
         "forbidden": "That admin token was refused, so nothing was deleted.",
@@ -160,6 +162,7 @@ def page_config(first_page: dict[str, Any], settings: Settings) -> dict[str, Any
         "contentTypes": list(formats.upload_types()),
         "previewTypes": preview_types(),
         "deletionEnabled": settings.deletion_enabled,
+        "uploadTokenRequired": settings.upload_token_required,
         "errors": error_words(settings),
         "firstPage": first_page,
     }
@@ -174,10 +177,14 @@ _EVERY_STATE: dict[str, Any] = {
     "href": "",
     "src": "",
     "srcset": "",
+    "srcset_avif": "",
+    "srcset_webp": "",
     "width": "",
     "height": "",
     "sizes": "",
     "reason": "",
+    "color": "",
+    "placeholder": "",
 }
 
 
@@ -188,6 +195,17 @@ def tile_sizes(width: int, height: int) -> str:
     ratio = width / height
     sizes = [f"(max-width: {screen}px) {min(round(ratio * row), screen)}px" for screen, row in _ROW_HEIGHTS]
     return ", ".join([*sizes, f"{min(round(ratio * _ROW_HEIGHT_WIDE), _WIDEST)}px"])
+
+
+def srcset(renditions: list[dict[str, Any]], content_type: str) -> str:
+    """The ``srcset`` of a ``<source type=content_type>`` over the renditions: each size in that
+    type where it is stored in it, else in its own JPEG/PNG ("": the <img>'s own, JPEG/PNG only)."""
+
+    def url(r: dict[str, Any]) -> str:
+        found = [f["url"] for f in r.get("formats") or [] if f["content_type"] == content_type]
+        return found[0] if found else r["url"]
+
+    return ", ".join(f"{url(r)} {r['width']}w" for r in renditions)
 
 
 def card(image: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
@@ -206,10 +224,14 @@ def card(image: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
             info=f"{width} × {height}" if width and height else "",
             href=largest["url"],
             src=thumb["url"],
-            srcset=", ".join(f"{r['url']} {r['width']}w" for r in renditions),
+            srcset=srcset(renditions, ""),
+            srcset_avif=srcset(renditions, "image/avif"),
+            srcset_webp=srcset(renditions, "image/webp"),
             width=thumb["width"],
             height=thumb["height"],
             sizes=tile_sizes(thumb["width"], thumb["height"]),
+            color=(image.get("placeholder") or {}).get("color", ""),
+            placeholder=(image.get("placeholder") or {}).get("preview", ""),
         )
     elif status == "pending":
         view["info"] = "Processing"
@@ -244,6 +266,7 @@ def render_page(first_page: dict[str, Any], settings: Settings) -> str:
         types=formats.labels(),
         accept=",".join(formats.upload_types()),
         deletion_enabled=settings.deletion_enabled,
+        upload_token_required=settings.upload_token_required,
         asset=asset_url,
     )
 

@@ -1,4 +1,16 @@
-"""HTTP glue: errors as ``{"error": {"code", "message"}}``, and the headers every answer carries."""
+"""HTTP glue: errors as ``{"error": {"code", "message"}}``, the headers every answer carries, and CORS.
+
+CORS (docs/api.md, "CORS"): the JSON API's routes take ``cors=CORS`` (``cors_config``), so Chalice
+declares an ``OPTIONS`` preflight for each of them, which API Gateway answers itself (a MOCK
+integration, no Lambda) and ``chalice local`` too: a fixed answer, made when ``app.py`` is
+imported from the stage's ``ALLOWED_ORIGINS``. It names the origin when there is one, and is
+``*`` when there are several, because one fixed header cannot name two. The actual answers are
+the gate: the middleware gives ``Access-Control-Allow-Origin: <the request's Origin>`` (and
+``Vary: Origin``) only when that origin is in ``ALLOWED_ORIGINS`` as read for the request, and
+removes it otherwise, so a browser lets no other origin read any answer. The API takes no cookies
+(tokens are bearer headers a page must be given), so being allowed to *send* a request is no
+privilege: any client outside a browser can send it anyway.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +19,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from chalice import Response
+from chalice import Chalice, CORSConfig, Response
+from chalice.app import Request
 
+from .config import Settings, get_settings
 from .errors import ImageshelfError
 
 # Chalice answers some requests itself (unknown method, bad content type, a crash in a
@@ -35,6 +49,28 @@ SECURITY_HEADERS = {
 }
 
 
+# What a page on another origin may send and read. Chalice adds its own to the allowed headers
+# (X-Amz-Date, X-Api-Key, X-Amz-Security-Token).
+CORS_ALLOW_HEADERS = ("Authorization", "Content-Type")
+CORS_EXPOSE_HEADERS = ("Location",)
+PREFLIGHT_MAX_AGE = 600
+_ALLOW_ORIGIN = "Access-Control-Allow-Origin"
+
+
+def cors_config(settings: Settings) -> CORSConfig | None:
+    """The JSON API routes' ``cors=``: None (no preflight routes at all) when no other origin is
+    allowed; else a preflight naming the one origin, or ``*`` for several (see the module)."""
+    origins = settings.allowed_origins
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origin=origins[0] if len(origins) == 1 else "*",
+        allow_headers=list(CORS_ALLOW_HEADERS),
+        expose_headers=list(CORS_EXPOSE_HEADERS),
+        max_age=PREFLIGHT_MAX_AGE,
+    )
+
+
 def json_errors(view: Callable[..., Any]) -> Callable[..., Any]:
     """Answer an ImageshelfError raised by ``view`` with its status and JSON body."""
 
@@ -46,6 +82,30 @@ def json_errors(view: Callable[..., Any]) -> Callable[..., Any]:
             return error_response(error)
 
     return wrapper
+
+
+def current(app: Chalice) -> Request:
+    """The request a view is answering (Chalice sets it before calling the view)."""
+    request = app.current_request
+    if request is None:  # pragma: no cover - only outside a request
+        raise RuntimeError("no request is being handled")
+    return request
+
+
+def body(request: Request) -> bytes:
+    """The request's body as bytes (Chalice types it as text or bytes)."""
+    raw = request.raw_body
+    return raw.encode() if isinstance(raw, str) else raw
+
+
+def query(request: Request) -> dict[str, str]:
+    """The query string's parameters (the last value of a repeated one)."""
+    return dict(request.query_params or {})
+
+
+def authorization(request: Any) -> str | None:
+    """The request's ``Authorization`` header, if any (bearer tokens: chalicelib/auth.py)."""
+    return (getattr(request, "headers", None) or {}).get("authorization")
 
 
 def error_response(error: ImageshelfError) -> Response:
@@ -63,7 +123,25 @@ def middleware(event: Any, get_response: Callable[[Any], Response]) -> Response:
         response.headers["Content-Type"] = "application/json"
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    if _ALLOW_ORIGIN in response.headers:  # a route with cors=: Chalice put the preflight's value
+        _allow_origin(getattr(event, "headers", None) or {}, response, get_settings().allowed_origins)
     return response
+
+
+def _allow_origin(request_headers: Any, response: Response, allowed: tuple[str, ...]) -> None:
+    """Name the request's origin in the answer if it is allowed; otherwise no CORS headers."""
+    origin = request_headers.get("origin")
+    if "*" in allowed:
+        response.headers[_ALLOW_ORIGIN] = "*"
+        return
+    if allowed:
+        vary = response.headers.get("Vary")
+        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+    if origin and origin in allowed:
+        response.headers[_ALLOW_ORIGIN] = origin
+        return
+    for name in [n for n in response.headers if n.lower().startswith("access-control-")]:
+        del response.headers[name]
 
 
 def created(body: dict[str, Any], location: str, request: Any) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from . import auth, storage
+from . import auth, placeholder, storage
 from .config import Settings
 from .errors import ImageshelfError
 
@@ -49,13 +49,39 @@ def to_json(record: storage.Record, settings: Settings, now: datetime | None = N
                 "bytes": r.bytes,
                 # an animation's renditions are animated too; otherwise they show the first frame
                 "frames": record.frames if record.animated and record.frames else 1,
+                # every format it is stored in, smallest first (the one above among them)
+                "formats": [
+                    {
+                        "content_type": f.content_type,
+                        "url": storage.rendition_url(f.key, settings),
+                        "bytes": f.bytes,
+                    }
+                    for f in sorted(each, key=lambda f: (f.bytes, f.content_type))
+                ],
             }
-            for r in record.renditions
+            for r, each in _by_name(record.renditions)
         ],
     }
+    if record.status == "ready" and (shown := placeholder.to_json(record.placeholder)):
+        image["placeholder"] = shown
     if error:
         image["error"] = error
     return image
+
+
+# The rendition's own format, when a size is stored in several: the one every client can show.
+_PRIMARY = {"image/jpeg": 0, "image/png": 1, "image/gif": 2, "image/webp": 3}
+
+
+def _by_name(
+    renditions: tuple[storage.Rendition, ...],
+) -> list[tuple[storage.Rendition, list[storage.Rendition]]]:
+    """Renditions grouped by name and size (one object per format), in listing order: each
+    group's JPEG or PNG (a transparent one's lossless WebP, when that was smaller) and all."""
+    groups: dict[tuple[str, int, int], list[storage.Rendition]] = {}
+    for r in renditions:
+        groups.setdefault((r.name, r.width, r.height), []).append(r)
+    return [(min(each, key=lambda r: _PRIMARY.get(r.content_type, 9)), each) for each in groups.values()]
 
 
 def _age(record: storage.Record, now: datetime | None) -> float:

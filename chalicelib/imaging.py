@@ -23,6 +23,8 @@ animation frames stream straight into the encoders instead of piling up in lists
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import itertools
 import os
@@ -36,7 +38,7 @@ from typing import cast
 
 from PIL import Image, ImageCms, ImageFile, ImageStat
 
-from . import formats, shrink
+from . import formats, placeholder, shrink
 from .errors import ImageshelfError, too_large
 from .formats import Format
 from .shrink import Box
@@ -47,6 +49,13 @@ from .timing import Stopwatch
 
 JPEG_QUALITY = 82  # lowest quality whose median SSIM on the bench corpus reaches 0.98 at 400 px
 WEBP_QUALITY = 82  # animated renditions (lossy WebP with alpha)
+# Alternate formats of still renditions (RENDITION_FORMATS), each at the quality whose median SSIM
+# on the bench corpus's 400 px thumbnails equals JPEG q82's (0.985; ``python -m bench.formats``).
+ALTERNATE_QUALITY = {"WEBP": 87, "AVIF": 68}
+WEBP_METHOD = 4  # method 6 is 1.7x slower for 3% fewer bytes
+# libaom speed: 6 is 37% smaller than JPEG at 400 px in ~55 ms on one core; at 1600 px it takes
+# ~0.7 s, so renditions above AVIF_FAST_PIXELS use speed 8 (~0.2 s, still 25% smaller than JPEG).
+AVIF_SPEED, AVIF_FAST_SPEED, AVIF_FAST_PIXELS = 6, 8, 500_000
 # Headroom kept above the target size before the final Lanczos pass, for JPEG DCT scaling, libwebp
 # scaling and the box-filter reduce(). Against a full-decode Lanczos reference on the corpus, 1.5
 # scores median SSIM 0.9973 (min 0.991) vs 0.9985 for 2.0 (what libvips and thumbnail() use),
@@ -93,6 +102,7 @@ class SourceInfo:
     width: int
     height: int
     frames: int
+    placeholder: str | None = None  # placeholder.make() of the image (render() only)
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,8 @@ class Encoded:
     format: Format
     animated: bool = False
     frames: int = 1  # frames in this output; 1 with SourceInfo.frames > 1 means "first frame only"
+    # The same pixels in the other formats asked for (RENDITION_FORMATS), each smaller than this one.
+    alternates: tuple[Encoded, ...] = ()
 
     @property
     def content_type(self) -> str:
@@ -116,12 +128,15 @@ class Encoded:
 
 
 def render(data: bytes, boxes: Sequence[tuple[int, int]], limits: Limits = Limits(),
-           timings: dict[str, float] | None = None) -> tuple[SourceInfo, list[Encoded]]:  # fmt: skip
+           timings: dict[str, float] | None = None, alternates: Sequence[str] = (),
+           ) -> tuple[SourceInfo, list[Encoded]]:  # fmt: skip
     """Decode ``data`` once and return one rendition per box, in the order of ``boxes``.
 
     Each rendition fits its box keeping aspect ratio and is never enlarged; EXIF orientation is
     applied, colours converted to sRGB, all metadata dropped. Opaque images become progressive
     JPEG, transparent ones PNG or lossless WebP (the smaller), animated GIF/WebP/APNG animated WebP.
+    ``alternates`` names other output formats (``"WEBP"``, ``"AVIF"``) each still rendition is also
+    encoded in, kept as ``Encoded.alternates`` when smaller than the rendition (never for animations).
     Every refusal is an ImageshelfError with a stable code. ``timings``, if given, receives the
     milliseconds spent to ``decode``, ``resize`` and ``encode`` (an animation's frames are decoded
     and fed to the encoder while they are resized, so that time counts as ``resize``).
@@ -133,8 +148,11 @@ def render(data: bytes, boxes: Sequence[tuple[int, int]], limits: Limits = Limit
         opened = _open(data, limits)  # 1. open and check every limit
     try:
         if _is_animation(opened):
-            return opened.info, _render_animation(opened, boxes, clock)
-        return _render_still(opened, data, boxes, clock)
+            info, out = opened.info, _render_animation(opened, boxes, clock)
+        else:
+            info, out = _render_still(opened, data, boxes, clock, alternates)
+        with clock("encode"):
+            return replace(info, placeholder=_placeholder(out)), out
     except ImageshelfError:
         raise
     except (MemoryError, Image.DecompressionBombError) as exc:
@@ -194,8 +212,8 @@ class _Size:
     stored: tuple[int, int]  # the same in the file's own axes, which the pixels are resized in
 
 
-def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]], clock: Stopwatch
-                  ) -> tuple[SourceInfo, list[Encoded]]:  # fmt: skip
+def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]], clock: Stopwatch,
+                  alternates: Sequence[str] = ()) -> tuple[SourceInfo, list[Encoded]]:  # fmt: skip
     """One decode shared by every box; the full-size pixels are freed before the per-box passes."""
     with clock("decode"):  # 2. decode once, shrinking on load
         src, box = _decode(opened, data, _decode_size(_sizes(opened, boxes)))
@@ -212,7 +230,7 @@ def _render_still(opened: _Opened, data: bytes, boxes: Sequence[tuple[int, int]]
         with clock("resize"):  # 4, 5, 3: on few pixels
             small = _resize_colour_rotate(image, rbox, size.stored, icc, opened.orientation)
         with clock("encode"):  # 6
-            out.append(_encode_rendition(small, size.shown))
+            out.append(_encode_rendition(small, size.shown, alternates))
     return opened.info, out
 
 
@@ -262,6 +280,7 @@ def _open(data: bytes, limits: Limits) -> _Opened:
             )
         raise _err("not_an_image", "The file is not an image (its bytes match no image format).")
     fmt = sniffed.name
+    _register_plugin(sniffed.codec)
     if fmt == "WEBP" and (canvas := _webp_canvas(data)):
         _check_pixels(*canvas, 1, limits)
     try:
@@ -297,6 +316,17 @@ def _open(data: bytes, limits: Limits) -> _Opened:
     if orientation >= 5:
         w, h = h, w
     return _Opened(im, SourceInfo(fmt, sniffed.mime, w, h, frames), orientation)
+
+
+# Decoders that are Pillow plugins outside Pillow (a format row's ``codec``), and how each is
+# registered. Imported on the first file that needs one: never by the API function.
+_PLUGINS = {"pi_heif": "register_heif_opener"}
+
+
+@functools.cache
+def _register_plugin(codec: str) -> None:
+    if register := _PLUGINS.get(codec):
+        getattr(importlib.import_module(codec), register)()
 
 
 def _is_animation(opened: _Opened) -> bool:
@@ -837,9 +867,34 @@ def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
 # 6. Encode: nothing but pixels leaves
 
 
-def _encode_rendition(small: Image.Image, shown: tuple[int, int]) -> Encoded:
+def _encode_rendition(small: Image.Image, shown: tuple[int, int], alternates: Sequence[str] = ()) -> Encoded:
     payload, fmt = _encode(_encode_still, small)
-    return Encoded(payload, shown[0], shown[1], fmt, animated=False, frames=1)
+    wanted = [name for name in dict.fromkeys(alternates) if name != fmt.name]
+    # One after the other: libavif uses every core itself, and two encoders at once on the pool made
+    # its output nondeterministic (and 1.8x larger) in our measurements.
+    others = [_encode(functools.partial(_encode_alternate, name=name), small) for name in wanted]
+    smaller = tuple(
+        Encoded(data, shown[0], shown[1], formats.BY_NAME[name])
+        for name, data in zip(wanted, others, strict=True)
+        if len(data) < len(payload)
+    )
+    return Encoded(payload, shown[0], shown[1], fmt, animated=False, frames=1, alternates=smaller)
+
+
+def _encode_alternate(im: Image.Image, name: str) -> bytes:
+    """A still rendition's pixels (already stripped of metadata) as lossy WebP or AVIF."""
+    im.info = {}
+    if im.mode not in ("RGB", "RGBA"):
+        im = im.convert("RGBA" if im.mode == "LA" and _has_alpha(im) else "RGB")
+    elif im.mode == "RGBA" and not _has_alpha(im):
+        im = im.convert("RGB")
+    quality = ALTERNATE_QUALITY[name]
+    if name == "WEBP":
+        return _save(im, "WEBP", quality=quality, method=WEBP_METHOD, alpha_quality=100, exact=False)
+    if name == "AVIF":
+        speed = AVIF_FAST_SPEED if im.width * im.height > AVIF_FAST_PIXELS else AVIF_SPEED
+        return _save(im, "AVIF", quality=quality, speed=speed)
+    raise ValueError(f"no alternate encoder for {name}")
 
 
 def _encode[T](encoder: Callable[[Image.Image], T], im: Image.Image) -> T:
@@ -864,6 +919,15 @@ def _encode_still(im: Image.Image) -> tuple[bytes, Format]:
     if im.mode not in ("RGB", "L"):
         im = im.convert("L" if im.mode == "LA" else "RGB")
     return _save(im, "JPEG", quality=JPEG_QUALITY, progressive=True, optimize=True), formats.BY_NAME["JPEG"]
+
+
+def _placeholder(out: Sequence[Encoded]) -> str:
+    """The placeholder (mean colour, few-pixel preview) from the smallest rendition's pixels."""
+    smallest = min(out, key=lambda e: e.width * e.height)
+    with Image.open(io.BytesIO(smallest.data)) as im:
+        im.draft("RGB", (placeholder.MAX_SIDE * 8, placeholder.MAX_SIDE * 8))
+        im.load()
+        return placeholder.make(im)
 
 
 def _has_alpha(im: Image.Image) -> bool:

@@ -353,16 +353,21 @@ def _render(
     _step("read", outcome)
     # Fills durations_ms with decode, resize and encode, even when the image is refused.
     info, renditions = imaging.render(
-        data, [box for _, box in settings.renditions], limits, timings=outcome.durations_ms
+        data,
+        [box for _, box in settings.renditions],
+        limits,
+        timings=outcome.durations_ms,
+        alternates=settings.rendition_formats,
     )
     del data
     with outcome.timed("write"):
         for (name, _), rendition in zip(settings.renditions, renditions, strict=True):
             size = (rendition.width, rendition.height)
-            storage.put_rendition(
-                pending.id, name, rendition.data, size, pending.version or "", rendition.format, settings
-            )
-            outcome.bytes_out += len(rendition.data)
+            for encoded in (*rendition.alternates, rendition):  # the JPEG/PNG last: it is the rendition
+                storage.put_rendition(
+                    pending.id, name, encoded.data, size, pending.version or "", encoded.format, settings
+                )
+                outcome.bytes_out += len(encoded.data)
             check()
             _step(f"rendition:{name}", outcome)
     return replace(
@@ -374,4 +379,58 @@ def _render(
         height=info.height,
         frames=info.frames,
         animated=any(r.animated for r in renditions),
+        placeholder=info.placeholder,
+        formats=",".join(settings.rendition_formats).lower() or None,
     )
+
+
+def needs_reprocessing(record: storage.Record, settings: Settings) -> bool:
+    """A ready image processed before placeholders, or with other RENDITION_FORMATS than now."""
+    wanted = ",".join(settings.rendition_formats).lower() or None
+    return record.status == "ready" and (record.placeholder is None or record.formats != wanted)
+
+
+def reprocess_image(image_id: str, settings: Settings, line_log: logging.Logger | None = None) -> Outcome:
+    """Redo a ready image's renditions from its original with today's settings (``make reprocess``):
+    its placeholder and the RENDITION_FORMATS copies are added, the JPEG/PNG rewritten as they were.
+
+    Idempotent: an image already processed with today's settings is left alone (``duplicate``).
+    The original must still be the version the record describes; a replacement or a deletion
+    meanwhile is left to its own delivery, as for a first processing (``_check``).
+    """
+
+    def work(outcome: Outcome) -> None:
+        outcome.image_id = image_id
+        objects = storage.image_objects(image_id, settings)
+        record = storage.image_state(image_id, objects)
+        if record is None or not needs_reprocessing(record, settings):
+            outcome.outcome = "duplicate"
+            return
+        (old_key,) = [
+            key
+            for key, parsed in storage.parse_image_keys(image_id, objects)
+            if isinstance(parsed, storage.Record)
+            and parsed.status == "ready"
+            and parsed.version == record.version
+        ][-1:]
+        outcome.key = str(storage.read_record_body(record, settings).get("source_key") or "")
+        upload = storage.head_upload(outcome.key, settings) if outcome.key else None
+        if upload is None or storage.version_tag(upload.etag) != record.version:
+            outcome.error_message = "the original is gone or was replaced: its own processing follows"
+            return
+        outcome.bytes_in = upload.size
+        version = record.version or ""
+        try:
+            final = _render(
+                upload, record, outcome, settings, lambda: _check(upload, image_id, version, settings, False)
+            )
+            with outcome.timed("record"):
+                new_key = storage.put_record(replace(final, renditions=()), settings)
+                if new_key != old_key:
+                    storage.delete_keys(settings.images_bucket, [old_key])
+        except _Gone as gone:
+            outcome.outcome, outcome.error_message = gone.outcome, gone.message
+            return
+        outcome.outcome = "ready"
+
+    return _logged(Outcome(key="", request_id=None), line_log, work)

@@ -48,7 +48,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from . import formats
-from .config import Settings, aws_target
+from .config import Settings, aws_target, get_settings
 from .errors import too_large
 from .filenames import clean_filename, decode_filename, encode_filename
 from .ttlcache import ExpiringCache
@@ -161,11 +161,6 @@ def derived_id(key: str, etag: str, last_modified: datetime) -> str:
     return new_id(at=last_modified.timestamp(), entropy=digest[:8])
 
 
-def id_for_upload(key: str, head: UploadObject, settings: Settings) -> str:
-    """The image id of an object under ``uploads/``: the grant's, or one derived from the object."""
-    return granted_id(key, head.last_modified, settings) or derived_id(key, head.etag, head.last_modified)
-
-
 def version_tag(etag: str) -> str:
     """A short tag for one version of an original (its ETag), carried by its renditions' keys,
     so renditions of an original that was since replaced are never shown with the new one."""
@@ -216,6 +211,9 @@ class Record:
     # the newer original's is shown, whichever finished last.
     at: int | None = None
     source_key: str | None = None  # kept in the body only (keys may be 1 KiB long)
+    placeholder: str | None = None  # placeholder.make(): mean colour and preview (<= 264 chars)
+    # The RENDITION_FORMATS it was processed with ("webp,avif"): tools/reprocess.py redoes others.
+    formats: str | None = None
     renditions: tuple[Rendition, ...] = field(default=(), compare=False)
 
     @property
@@ -236,6 +234,8 @@ _KEY_FIELDS = (
     "error_message",
     "version",
     "at",
+    "placeholder",
+    "formats",
 )
 
 
@@ -349,8 +349,13 @@ def image_state(image_id: str, objects: Iterable[dict[str, Any]]) -> Record | No
 # --- S3 clients ------------------------------------------------------------------------
 
 
+# What signs requests to a local endpoint when no credentials are configured (stage local only):
+# the embedded S3 (moto) accepts any; MinIO and LocalStack want their own, set as usual.
+LOCAL_CREDENTIALS = {"aws_access_key_id": "imageshelf-local", "aws_secret_access_key": "imageshelf-local"}
+
+
 @lru_cache(maxsize=4)
-def _client(endpoint_url: str | None, region: str | None) -> Any:
+def _client(endpoint_url: str | None, region: str | None, local: bool = False) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -363,14 +368,22 @@ def _client(endpoint_url: str | None, region: str | None) -> Any:
         # so browsers POST to the bucket's own regional host.
         s3={"addressing_style": "path" if endpoint_url else "virtual"},
     )
-    return boto3.session.Session().client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
+    session = boto3.session.Session()
+    if local and endpoint_url and session.get_credentials() is None:
+        # `chalice local --stage local` on a laptop with no AWS set up: never on an AWS stage.
+        session = boto3.session.Session(**LOCAL_CREDENTIALS)
+    return session.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
 
 
 def s3() -> Any:
     """The S3 client. Made on first use (never at import), for the endpoint boto3 itself would use
-    (``AWS_ENDPOINT_URL``), so the same code talks to AWS, the embedded S3, MinIO or LocalStack."""
+    (``AWS_ENDPOINT_URL``), so the same code talks to AWS, the embedded S3, MinIO or LocalStack.
+
+    On the local stage with such an endpoint and no credentials anywhere boto3 looks (no
+    ``AWS_ACCESS_KEY_ID``, no ``~/.aws``), it signs with ``LOCAL_CREDENTIALS``."""
     target = aws_target()
-    return _client(target.s3_endpoint, target.region)
+    local = target.s3_endpoint is not None and get_settings().stage == "local"
+    return _client(target.s3_endpoint, target.region, local)
 
 
 def reset_clients() -> None:
@@ -851,7 +864,8 @@ class Listing:
 
 def list_range(bucket: str, prefix: str, start_after: str, max_keys: int) -> Listing:
     """Up to ``max_keys`` keys under ``prefix`` after ``start_after``: one ListObjectsV2 call."""
-    page = s3().list_objects_v2(Bucket=bucket, Prefix=prefix, StartAfter=start_after, MaxKeys=max_keys)
+    start = {"StartAfter": start_after} if start_after else {}
+    page = s3().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=max_keys, **start)
     return Listing(page.get("Contents", []), bool(page.get("IsTruncated")))
 
 

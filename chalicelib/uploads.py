@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import formats, storage
+from . import auth, formats, storage
 from .config import Settings
 from .errors import ImageshelfError, too_large
 from .filenames import clean_filename
@@ -75,8 +75,12 @@ def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
     }
 
 
-def create(body: bytes | None, settings: Settings) -> dict[str, Any]:
-    """Pick an id and key and presign an upload to it: the response of ``POST /uploads``."""
+def create(body: bytes | None, settings: Settings, authorization: str | None = None) -> dict[str, Any]:
+    """Pick an id and key and presign an upload to it: the response of ``POST /uploads``.
+
+    ``authorization`` is the request's header: checked first when the stage needs an upload token.
+    """
+    auth.require_uploader(authorization, settings)
     request = parse_request(body, settings)
     image_id = storage.new_id()
     # In the reconciler's index from the start: if the upload's event is ever lost, it is still

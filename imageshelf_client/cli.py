@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--token", default=argparse.SUPPRESS, help="the admin token, to delete (default: $IMAGESHELF_TOKEN)"
     )
     common.add_argument(
+        "--upload-token",
+        default=argparse.SUPPRESS,
+        help="the upload token, where uploads need one (default: $IMAGESHELF_UPLOAD_TOKEN)",
+    )
+    common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON on stdout, for scripts"
     )
     bars = common.add_mutually_exclusive_group()
@@ -168,12 +173,18 @@ def main(
     argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
     args = build_parser().parse_args(argv)
-    for name, default in (("url", None), ("token", None), ("json", False), ("progress", None)):
+    for name, default in (
+        ("url", None),
+        ("token", None),
+        ("upload_token", None),
+        ("json", False),
+        ("progress", None),
+    ):
         setattr(args, name, getattr(args, name, default))  # the options go before or after the command
     out, err = stdout or sys.stdout, stderr or sys.stderr
     if args.progress is None:
         args.progress = err.isatty()
-    with Client(args.url, token=args.token) as client:
+    with Client(args.url, token=args.token, upload_token=args.upload_token) as client:
         try:
             if args.command == "upload":
                 return _uploads(client, [Path(p) for p in args.paths], args, out, err)
@@ -507,6 +518,12 @@ def _summary(outcomes: list[Outcome], args: argparse.Namespace, out: TextIO, ski
                 f"  failed: {outcome.path}{where}: {outcome.error['message']} ({outcome.error['code']})",
                 file=out,
             )
+    if any(_needs_upload_token(o.error) for o in outcomes if o.status == "failed" and o.error):
+        print("Uploads here need a token: pass --upload-token or set IMAGESHELF_UPLOAD_TOKEN.", file=out)
+
+
+def _needs_upload_token(error: dict[str, str]) -> bool:
+    return error["code"] in ("unauthorized", "forbidden") and "upload token" in error["message"]
 
 
 # --- list, get, delete -----------------------------------------------------------------------
@@ -589,7 +606,9 @@ def _print_error(error: ImageshelfError, as_json: bool, out: TextIO, err: TextIO
         out.write("\n")
         return
     hint = ""
-    if error.code == "unauthorized":
+    if error.code in ("unauthorized", "forbidden") and "upload token" in error.message:
+        hint = " Pass --upload-token or set IMAGESHELF_UPLOAD_TOKEN."
+    elif error.code == "unauthorized":
         hint = " Pass --token or set IMAGESHELF_TOKEN."
     prefix = f"error: {subject}: " if subject else "error: "
     print(f"{prefix}{error.message} ({error.code}){hint}", file=err)

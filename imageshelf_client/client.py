@@ -42,6 +42,9 @@ _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"BM", "image/bmp"),
     (4, b"ftypavif", "image/avif"),
     (4, b"ftypavis", "image/avif"),
+    (4, b"ftypheic", "image/heic"),  # iPhone photos
+    (4, b"ftypheix", "image/heic"),
+    (4, b"ftypmif1", "image/heic"),
 )
 _EXTENSIONS = {
     "image/jpeg": ".jpg",
@@ -51,6 +54,7 @@ _EXTENSIONS = {
     "image/tiff": ".tif",
     "image/bmp": ".bmp",
     "image/avif": ".avif",
+    "image/heic": ".heic",
 }
 
 
@@ -86,11 +90,17 @@ def sniff_content_type(data: bytes, filename: str | None = None) -> str:
     return guessed or "application/octet-stream"
 
 
+def _bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 class Client:
     """imageshelf's JSON API.
 
     ``url`` defaults to ``$IMAGESHELF_URL``, then ``http://127.0.0.1:8000`` (``make run``);
-    ``token`` (needed only to delete) to ``$IMAGESHELF_TOKEN``. Idempotent calls are retried
+    ``token`` (the admin token, needed only to delete) to ``$IMAGESHELF_TOKEN``; ``upload_token``
+    (needed to upload where the server asks for one) to ``$IMAGESHELF_UPLOAD_TOKEN``, and uploads
+    send the admin token when there is no upload token (the server accepts both). Idempotent calls are retried
     ``retries`` times, with exponential backoff from ``backoff`` seconds, on connection errors,
     429 and 5xx answers. ``POST /uploads`` counts as idempotent: it only signs a URL.
     """
@@ -100,6 +110,7 @@ class Client:
         url: str | None = None,
         *,
         token: str | None = None,
+        upload_token: str | None = None,
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.5,
@@ -107,6 +118,9 @@ class Client:
     ) -> None:
         self.url = (url or os.environ.get("IMAGESHELF_URL") or DEFAULT_URL).rstrip("/")
         self.token = token if token is not None else os.environ.get("IMAGESHELF_TOKEN") or None
+        self.upload_token = (
+            upload_token if upload_token is not None else os.environ.get("IMAGESHELF_UPLOAD_TOKEN") or None
+        )
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -176,6 +190,7 @@ class Client:
             "POST",
             "/uploads",
             expect=201,
+            headers=_bearer(self.upload_token or self.token),
             json={
                 "filename": filename,
                 "content_type": content_type,
@@ -229,7 +244,7 @@ class Client:
 
     def delete(self, image_id: str) -> None:
         """Delete an image, its original and renditions (needs the admin token)."""
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        headers = _bearer(self.token)
         response, attempts = self._request(
             "DELETE", self._url(f"/images/{quote(image_id, safe='')}"), headers=headers
         )

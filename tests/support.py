@@ -167,7 +167,7 @@ def assert_invariants(
         ]
         assert all(r.version == version for r in renditions), f"{image_id} keeps another version's renditions"
         if record.status == "ready":
-            assert sorted(r.name for r in renditions) == sorted(name for name, _ in settings.renditions)
+            assert {r.name for r in renditions} == {name for name, _ in settings.renditions}
         else:
             assert renditions == []
         shown[image_id] = record

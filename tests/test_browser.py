@@ -314,7 +314,7 @@ def test_refused_files_say_why_and_the_others_carry_on(desktop: Any, tmp_path: P
     refused = card(page, text.name)
     expect(refused).to_have_attribute("data-status", "refused")
     expect(refused.locator(".tile-reason")).to_have_text(
-        "This file isn't a photo. Choose a JPEG, PNG, GIF, WebP, TIFF, BMP or AVIF image."
+        "This file isn't a photo. Choose a JPEG, PNG, GIF, WebP, TIFF, BMP, AVIF or HEIC image."
     )
     too_big = card(page, huge.name)
     expect(too_big.locator(".tile-reason")).to_have_text("This file is larger than the 20 MB limit.")
@@ -931,3 +931,71 @@ def test_the_hint_fits_the_device_and_names_the_button_as_shown(
         assert not watch.errors and not watch.dialogs
     finally:
         page.context.close()
+
+
+# --- placeholders -------------------------------------------------------------------------
+
+
+def test_placeholders_are_painted_before_the_thumbnails_load(browser: Any, stack: Stack) -> None:
+    """Server-rendered and script-built tiles both show the mean colour and the blurred preview
+    while their thumbnail is still on its way (here: held back until the test lets it go)."""
+    first, later = f"placeholder-{tag()}.jpg", f"placeholder-later-{tag()}.jpg"
+    upload_many(stack, [(first, scene(900, 600, seed=5))])
+    expected = requests.get(f"{stack.url}/images?limit=5", timeout=10).json()["images"]
+    colour = next(i for i in expected if i["original"]["filename"] == first)["placeholder"]["color"]
+    held: list[Any] = []
+    ctx = browser.new_context(viewport=DESKTOP)
+    ctx.set_default_timeout(15_000)
+    page = ctx.new_page()
+    page.route(lambda url: "/r/" in url, lambda route: held.append(route))  # renditions wait
+    page.goto(stack.url + "/")
+
+    def painted(name: str) -> dict[str, Any]:
+        link = card(page, name).locator("a.tile")
+        expect(link).to_have_attribute("data-placeholder", re.compile("^data:image/png;base64,"))
+        return dict(link.evaluate(
+            """(a) => ({
+                background: getComputedStyle(a).backgroundColor,
+                preview: getComputedStyle(a, "::before").backgroundImage,
+                loaded: a.querySelector("img").naturalWidth,
+            })"""
+        ))  # fmt: skip
+
+    def rgb(hex_colour: str) -> str:
+        return "rgb({}, {}, {})".format(*(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)))
+
+    shown = painted(first)
+    assert shown == {"background": rgb(colour), "preview": shown["preview"], "loaded": 0}
+    assert shown["preview"].startswith('url("data:image/png;base64,')
+    # A tile the script builds (an image uploaded by another client while the page is open).
+    upload_many(stack, [(later, scene(600, 900, seed=6))])
+    wait_ready(page, later, timeout=20_000)
+    shown_later = painted(later)
+    assert shown_later["loaded"] == 0 and shown_later["preview"].startswith('url("data:image/png')
+    assert shown_later["background"] not in ("", "rgba(0, 0, 0, 0)")
+    shot(page, "placeholders.png")
+    for route in held:
+        route.continue_()
+    page.route(lambda url: "/r/" in url, lambda route: route.continue_())
+    expect(card(page, first).locator("a.tile")).to_have_class(re.compile(r"\bis-loaded\b"))
+    hidden = card(page, first).locator("a.tile").evaluate("(a) => getComputedStyle(a, '::before').display")
+    assert hidden == "none"  # a transparent thumbnail does not show the preview through
+    ctx.close()
+
+
+def test_chromium_downloads_the_avif_of_a_thumbnail(desktop: Any, stack: Stack) -> None:
+    page, _ = desktop
+    name = f"avif-{tag()}.jpg"
+    upload_many(stack, [(name, scene(1200, 800, seed=8))])
+    page.reload()
+    img = wait_ready(page, name).locator("a.tile img")
+    expect(card(page, name).locator("a.tile")).to_have_class(re.compile(r"\bis-loaded\b"))
+    current = img.evaluate("(i) => i.currentSrc")
+    assert current.split("?")[0].endswith(".avif"), current  # not the JPEG of the <img> itself
+    image = next(
+        i for i in requests.get(f"{stack.url}/images?limit=10", timeout=10).json()["images"]
+        if i["original"]["filename"] == name
+    )  # fmt: skip
+    thumb = image["renditions"][0]
+    formats = {f["content_type"]: f["bytes"] for f in thumb["formats"]}
+    assert formats["image/avif"] < formats["image/webp"] < formats["image/jpeg"] == thumb["bytes"]

@@ -55,6 +55,7 @@ def test_the_makefile_python_matches_the_lambda_runtime() -> None:
     Pillow must be pinned to a release with cp312 manylinux wheels (13.0.0: manylinux_2_28)."""
     assert sys.version_info[:2] == (3, 12)
     assert "Pillow==13.0.0" in (ROOT / "requirements.txt").read_text().splitlines()
+    assert "pi-heif==1.4.0" in (ROOT / "requirements.txt").read_text().splitlines()  # cp312 manylinux_2_28
 
 
 def test_zip_holds_pillows_manylinux_wheel(packaged: dict[str, Path]) -> None:
@@ -66,7 +67,10 @@ def test_zip_runs_fit_in_a_clean_interpreter(packaged: dict[str, Path], tmp_path
     zip's pillow.libs/, and importing app.py (the API's cold start) does not load Pillow."""
     samples = package_check.make_samples(tmp_path)
     with package_check.unpacked(packaged["dev"] / "deployment.zip", tmp_path) as task:
-        report = package_check.run_clean(task, "smoke", samples["small"])
+        report = package_check.run_clean(task, "smoke", samples["small"], heic=package_check.HEIC_SAMPLE)
+    # an iPhone HEIC, decoded by the zip's pi-heif with its own libheif (library_problems below)
+    heic = {"width": 48, "height": 64, "content_type": "image/jpeg", "decoded": ["JPEG", 48, 64]}
+    assert report["heic"] == heic
     assert report["fit"] == {
         "width": 64,
         "height": 40,
@@ -88,6 +92,7 @@ def test_zip_check_catches_a_source_build(tmp_path: Path) -> None:
         archive.writestr("boto3/__init__.py", "")
     problems = "\n".join(package_check.zip_problems(bad))
     assert "not a cp312 manylinux" in problems and "no bundled libjpeg" in problems
+    assert "pi-heif (HEIC input) is missing" in problems
     assert "boto3/__init__.py should not be in the zip" in problems
 
 

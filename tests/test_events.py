@@ -27,6 +27,10 @@ NASTY_KEYS = [
 ]
 
 
+# The extensions of the copies each still rendition also has (RENDITION_FORMATS, default webp,avif).
+ALTERNATES = (".webp", ".avif")
+
+
 @pytest.fixture(autouse=True)
 def _racing_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     thread_safe_moto_overwrites(monkeypatch)
@@ -75,9 +79,10 @@ def test_thumbnail_fits_the_box_keeps_aspect_and_is_a_real_jpeg(client: Any, aws
     aws.put_object(Bucket=UPLOAD_BUCKET, Key="uploads/wide.jpg", Body=jpeg(3000, 1000))
     client.lambda_.invoke("resize", s3_event("uploads/wide.jpg"))
     thumb = next(r for r in only_image(client)["renditions"] if r["name"] == "thumb")
-    key = next(k for k in keys(aws, IMAGES_BUCKET) if "/r/thumb." in k)
+    key = next(k for k in keys(aws, IMAGES_BUCKET) if "/r/thumb." in k and k.endswith(".jpg"))
     pixels = Image.open(BytesIO(aws.get_object(Bucket=IMAGES_BUCKET, Key=key)["Body"].read()))
-    assert pixels.format == "JPEG"
+    assert pixels.format == "JPEG" and thumb["content_type"] == "image/jpeg"
+    assert thumb["url"].split("?")[0].endswith(key)
     assert pixels.size == (thumb["width"], thumb["height"]) == (400, 133)
     assert pixels.getpixel((10, 10))[0] > 240 and pixels.getpixel((390, 120))[1] < 80  # white corner kept
 
@@ -94,13 +99,16 @@ def test_exif_orientation_is_applied_and_metadata_stripped(client: Any, aws: Any
     client.lambda_.invoke("resize", s3_event("uploads/rotated.jpg"))
     image = only_image(client)
     assert (image["original"]["width"], image["original"]["height"]) == (400, 800)
-    key = next(k for k in keys(aws, IMAGES_BUCKET) if "/r/thumb." in k)
-    data = aws.get_object(Bucket=IMAGES_BUCKET, Key=key)["Body"].read()
-    assert b"SecretCam" not in data and b"Exif" not in data
-    thumb = Image.open(BytesIO(data))
-    assert thumb.size == (200, 400)
-    # the white top-left quarter of the stored image is the top-right after rotating clockwise
-    assert thumb.getpixel((190, 10))[1] > 240 and thumb.getpixel((10, 10))[1] < 80
+    thumbs = sorted(k for k in keys(aws, IMAGES_BUCKET) if "/r/thumb." in k)
+    assert [k.rsplit(".", 1)[1] for k in thumbs] == ["avif", "jpg", "webp"]  # every format, alike
+    for key in thumbs:
+        data = aws.get_object(Bucket=IMAGES_BUCKET, Key=key)["Body"].read()
+        assert b"SecretCam" not in data and b"Exif" not in data
+        thumb = Image.open(BytesIO(data))
+        assert thumb.size == (200, 400) and not thumb.info.get("exif") and not thumb.getexif()
+        rgb = thumb.convert("RGB")
+        # the white top-left quarter of the stored image is the top-right after rotating clockwise
+        assert rgb.getpixel((190, 10))[1] > 240 and rgb.getpixel((10, 10))[1] < 80
 
 
 def test_keys_outside_the_upload_prefix_or_bucket_are_refused(client: Any, aws: Any) -> None:
@@ -129,7 +137,8 @@ def test_nothing_the_handler_writes_can_trigger_it_again(client: Any, aws: Any) 
     uploads = set(keys(aws, UPLOAD_BUCKET)) - set(uploads_before)
     assert len(uploads) == 2 and all(k.startswith(storage.ORIGINALS_PREFIX) for k in uploads), uploads
     written = keys(aws, IMAGES_BUCKET)
-    assert len(written) == 4  # two renditions and a ready record, one failed record
+    # two renditions and a ready record, one failed record (and the renditions' WebP/AVIF copies)
+    assert len([k for k in written if not k.endswith(ALTERNATES)]) == 4
     assert not any(storage.is_upload_key(k) for k in written)
     # and by construction: every key layout function yields keys outside uploads/
     image_id = storage.new_id()
@@ -237,7 +246,7 @@ def test_racing_deliveries_leave_one_set_of_renditions(client: Any, aws: Any) ->
     assert not errors
     written = keys(aws, IMAGES_BUCKET)
     assert len({k[: storage.ID_LENGTH] for k in written}) == 1
-    assert sorted(k.split("/")[1] for k in written) == ["r", "r", "s"]
+    assert sorted(k.split("/")[1] for k in written if not k.endswith(ALTERNATES)) == ["r", "r", "s"]
     assert only_image(client)["status"] == "ready"
 
 
@@ -351,7 +360,9 @@ def test_a_replaced_original_is_processed_again_and_only_its_renditions_show(cli
     image = only_image(client)
     assert (image["original"]["width"], image["original"]["height"]) == (600, 900)
     assert {(r["width"], r["height"]) for r in image["renditions"]} == {(267, 400), (600, 900)}
-    assert len(keys(aws, IMAGES_BUCKET)) == 3  # the first version's renditions and record are gone
+    left = [k for k in keys(aws, IMAGES_BUCKET) if not k.endswith(ALTERNATES)]
+    assert len(left) == 3  # the first version's renditions and record are gone
+    assert len({k.split(".")[-2] for k in keys(aws, IMAGES_BUCKET) if "/r/" in k}) == 1  # and their copies
 
 
 def test_an_image_deleted_while_it_is_processed_does_not_come_back(
@@ -375,7 +386,11 @@ def test_an_image_deleted_while_it_is_processed_does_not_come_back(
     client.lambda_.invoke("resize", s3_event(grant["fields"]["key"]))
     assert deleted == [204]
     assert client.http.get(f"/images/{grant['id']}").status_code == 404
-    assert list(keys(aws, IMAGES_BUCKET)) == [storage.tombstone_key(grant["id"])]  # only the tombstone
+    # only the tombstone, and the marker that has the reconciler retire it once the grant has expired
+    assert sorted(keys(aws, IMAGES_BUCKET)) == [
+        storage.tombstone_key(grant["id"]),
+        storage.marker_key(grant["id"]),
+    ]
     assert keys(aws, UPLOAD_BUCKET) == {}
 
 

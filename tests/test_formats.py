@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,14 @@ from tests.support import post_upload
 _SAVE_ARGS: dict[str, dict[str, Any]] = {"JPEG": {"quality": 90}, "AVIF": {"quality": 90}}
 
 
+# pi-heif only decodes: HEIC is a real iPhone photo (tests/data/README.md says where it is from).
+HEIC = Path(__file__).parent / "data" / "iphone-arrow.heic"
+_SIZE = {"HEIF": (3024, 4032)}
+
+
 def _sample(name: str) -> bytes:
+    if name == "HEIF":
+        return HEIC.read_bytes()
     buffer = io.BytesIO()
     Image.new("RGB", (48, 32), (200, 40, 40)).save(buffer, name, **_SAVE_ARGS.get(name, {}))
     return buffer.getvalue()
@@ -27,7 +35,9 @@ def _sample(name: str) -> bytes:
 
 @pytest.mark.parametrize("fmt", formats.FORMATS, ids=lambda f: f.name)
 def test_every_row_is_true_of_the_installed_pillow(fmt: formats.Format) -> None:
-    if fmt.codec:
+    if fmt.codec in imaging._PLUGINS:  # a plugin outside Pillow, registered as imaging does
+        imaging._register_plugin(fmt.codec)
+    elif fmt.codec:
         assert features.check(fmt.codec), f"{fmt.name} needs Pillow's {fmt.codec} codec, which is missing"
     Image.init()
     assert fmt.name in Image.OPEN, f"Pillow cannot open {fmt.name}"
@@ -35,7 +45,7 @@ def test_every_row_is_true_of_the_installed_pillow(fmt: formats.Format) -> None:
         assert fmt.name in Image.SAVE, f"renditions are written as {fmt.name}, which Pillow cannot save"
     # Pillow's own MIME and extension tables agree wherever they know the format.
     if fmt.name in Image.MIME:
-        assert Image.MIME[fmt.name] == fmt.mime
+        assert Image.MIME[fmt.name] in (fmt.mime, *fmt.aliases)
     known = {ext.lstrip("."): name for ext, name in Image.registered_extensions().items()}
     assert known.get(fmt.extension) in (fmt.name, *fmt.pillow)
     assert fmt.extensions[0] == fmt.extension and len(set(fmt.extensions)) == len(fmt.extensions)
@@ -46,8 +56,30 @@ def test_every_uploadable_format_is_sniffed_and_decoded(fmt: formats.Format) -> 
     data = _sample(fmt.name)
     assert formats.sniff(data) == (fmt, None)
     info, (out,) = imaging.render(data, [(24, 24)])
-    assert (info.format, info.content_type, info.width, info.height) == (fmt.name, fmt.mime, 48, 32)
-    assert out.format in formats.OUTPUTS and (out.width, out.height) == (24, 16)
+    size = _SIZE.get(fmt.name, (48, 32))
+    assert (info.format, info.content_type, info.width, info.height) == (fmt.name, fmt.mime, *size)
+    assert out.format in formats.OUTPUTS and (out.width, out.height) == imaging.fit_size(*size, (24, 24))
+
+
+def test_renditions_are_written_in_the_formats_the_registry_outputs() -> None:
+    assert {f.name for f in formats.OUTPUTS} == {"JPEG", "PNG", "WEBP", "AVIF"}
+    photo = Image.effect_mandelbrot((640, 480), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB")
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=95)
+    _, (out,) = imaging.render(buffer.getvalue(), [(320, 320)], alternates=("WEBP", "AVIF"))
+    assert [a.format.name for a in out.alternates] == ["WEBP", "AVIF"]
+    for encoded in (out, *out.alternates):
+        assert encoded.format in formats.OUTPUTS
+        with Image.open(io.BytesIO(encoded.data)) as im:  # what the row says is what was written
+            assert (im.format, im.size) == (encoded.format.name, (320, 240))
+
+
+def test_heif_brands_are_heic_unless_they_list_avif() -> None:
+    heic, avif = formats.BY_NAME["HEIF"], formats.BY_NAME["AVIF"]
+    assert formats.sniff(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64) == (heic, None)
+    assert formats.sniff(b"\0\0\0\x18ftypmif1\0\0\0\0mif1heic" + b"\0" * 64) == (heic, None)
+    assert formats.sniff(b"\0\0\0\x18ftypmif1\0\0\0\0mif1avif" + b"\0" * 64) == (avif, None)
+    assert formats.for_upload("image/heic") is heic
 
 
 def test_tables_are_unambiguous() -> None:
@@ -58,7 +90,7 @@ def test_tables_are_unambiguous() -> None:
         assert len(values) == len(set(values))
     assert {"GIF", "PNG", "WEBP"} == formats.ANIMATED
     assert formats.by_pillow("MPO") is formats.BY_NAME["JPEG"]
-    assert formats.labels() == "JPEG, PNG, GIF, WebP, TIFF, BMP or AVIF"
+    assert formats.labels() == "JPEG, PNG, GIF, WebP, TIFF, BMP, AVIF or HEIC"
 
 
 @pytest.mark.parametrize(
@@ -66,7 +98,6 @@ def test_tables_are_unambiguous() -> None:
     [
         (b"%PDF-1.7\n", "PDF"),
         (b"<?xml version='1.0'?><svg xmlns='http://www.w3.org/2000/svg'/>", "SVG"),
-        (b"\0\0\0\x18ftypheic\0\0\0\0mif1heic", "HEIC"),
         (b"8BPS\0\1", "PSD"),
     ],
 )

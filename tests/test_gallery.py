@@ -74,7 +74,7 @@ def render(*images: dict[str, Any], next_cursor: str | None = None, settings: Se
     return gallery.page_response(first_page, settings or Settings())
 
 
-VOID = ("img", "input", "link", "meta", "path", "rect", "circle", "br")
+VOID = ("img", "source", "input", "link", "meta", "path", "rect", "circle", "br")
 
 
 class Page(HTMLParser):
@@ -219,7 +219,9 @@ def test_pending_images_show_their_state_and_failed_ones_their_reason() -> None:
     failed = image("2" * 20, status="failed", error={"code": "not_an_image", "message": "server words"})
     tile = macro_tile(gallery.card(failed, gallery.error_words(Settings())))
     assert "Couldn't process" in tile
-    assert "This file isn&#39;t a photo. Choose a JPEG, PNG, GIF, WebP, TIFF, BMP or AVIF image." in tile
+    assert "This file isn&#39;t a photo. Choose a JPEG, PNG, GIF, WebP, TIFF, BMP, AVIF or HEIC image." in (
+        tile
+    )
 
 
 def grid_ids(html: str) -> list[str | None]:
@@ -671,3 +673,16 @@ def test_routes_serve_the_page_and_assets(client: Any, monkeypatch: pytest.Monke
     missing = client.http.get("/static/app.py")
     assert missing.status_code == 404
     assert json.loads(missing.body)["error"]["code"] == "not_found"
+
+
+def test_a_tile_offers_avif_and_webp_sources_before_its_jpeg() -> None:
+    shown = image()
+    large, thumb = shown["renditions"]
+    for r, name in ((large, "l"), (thumb, "t")):
+        r["formats"] = [{"content_type": "image/avif", "url": f"{name}.avif", "bytes": 1}]
+    thumb["formats"].append({"content_type": "image/webp", "url": "t.webp", "bytes": 2})
+    page = Page(render(shown).body)
+    sources = {s["type"]: s["srcset"] for s in page.find("source") if s.get("srcset")}
+    assert sources["image/avif"] == "t.avif 400w, l.avif 1200w"
+    # the large one has no WebP: that source falls back to its JPEG
+    assert sources["image/webp"] == f"t.webp 400w, {large['url']} 1200w"

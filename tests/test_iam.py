@@ -61,6 +61,14 @@ DELETE_ORIGINALS_STATEMENT = {
     "Action": "s3:DeleteObject",
     "Resource": "arn:aws:s3:::{upload_bucket}/originals/*",
 }
+# What docs/deploy.md ("Upload token") tells a stage that opts in to upload authorisation to add.
+UPLOAD_TOKEN = "iam-upload-token"
+READ_UPLOAD_TOKEN_STATEMENT = {
+    "Sid": "ReadUploadToken",
+    "Effect": "Allow",
+    "Action": "ssm:GetParameter",
+    "Resource": "arn:aws:ssm:*:*:parameter/imageshelf/{stage}/upload-token",
+}
 
 
 def policy(stage: str, function: str) -> dict[str, Any]:
@@ -289,7 +297,7 @@ def resize_ready(h: Harness) -> None:
     image_id, key = h.upload(jpeg(900, 600))
     h.resize(key)
     keys = h.keys("IMAGES_BUCKET", f"{image_id}/")
-    assert sum("/r/" in k for k in keys) == 2, keys
+    assert {k.split("/r/")[1].split(".")[0] for k in keys if "/r/" in k} == {"thumb", "large"}, keys
     records = [k for k in keys if "/s/" in k]
     assert len(records) == 1 and records[0].startswith(f"{image_id}/s/ready."), keys
 
@@ -438,6 +446,10 @@ def run_paths(
             boto3.client(
                 "ssm", region_name="us-east-1", aws_access_key_id="admin", aws_secret_access_key="admin"
             ).put_parameter(Name=env["ADMIN_TOKEN_PARAMETER"], Value=ADMIN_TOKEN, Type="SecureString")
+            if env.get("UPLOAD_TOKEN_PARAMETER"):  # a stage that opted in (`make upload-token`)
+                boto3.client(
+                    "ssm", region_name="us-east-1", aws_access_key_id="admin", aws_secret_access_key="admin"
+                ).put_parameter(Name=env["UPLOAD_TOKEN_PARAMETER"], Value=UPLOAD_TOKEN, Type="SecureString")
             # On AWS `make deploy` makes the resize function's dead-letter queue, which the
             # reconciler drains (RESIZE_DLQ_URL).
             sqs = boto3.client(
@@ -561,6 +573,11 @@ def test_policy_shape(stage: str, function: str) -> None:
             assert actions == ["ssm:GetParameter"]
             assert resources == [f"arn:aws:ssm:*:*:parameter{env['ADMIN_TOKEN_PARAMETER']}"]
             continue
+        if statement["Sid"] == "ReadUploadToken":  # a stage that opted in (docs/deploy.md)
+            assert function == "api_handler"
+            assert actions == ["ssm:GetParameter"]
+            assert resources == [f"arn:aws:ssm:*:*:parameter{env['UPLOAD_TOKEN_PARAMETER']}"]
+            continue
         for resource in resources:
             if resource in buckets:  # the bucket itself: listing only
                 assert actions == ["s3:ListBucket"], statement
@@ -615,3 +632,40 @@ def test_delete_originals_needs_exactly_the_documented_statement(
     assert run_paths("dev", "resize", extended, monkeypatch, project_dir=tmp_path) == {}
     assert "original_deleted" in run_paths("dev", "resize", base, monkeypatch, project_dir=tmp_path)
     assert "DeleteOriginals" in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_upload_token_needs_exactly_the_documented_statement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage that opts in to upload authorisation (UPLOAD_TOKEN_PARAMETER) reads its upload token
+    from SSM: that needs the ReadUploadToken statement docs/deploy.md gives, on that one parameter,
+    and works with it (the upload token and the admin token both upload; another is refused)."""
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    stage_env = config["stages"]["dev"]["environment_variables"]
+    stage_env["UPLOAD_TOKEN_PARAMETER"] = "/imageshelf/dev/upload-token"
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(config))
+    statement = json.loads(json.dumps(READ_UPLOAD_TOKEN_STATEMENT).replace("{stage}", "dev"))
+    base = policy("dev", "api_handler")
+    extended = {**base, "Statement": [*base["Statement"], statement]}
+
+    def upload_with_token(h: Harness) -> None:
+        def grant(token: str) -> int:
+            return int(
+                h.client.http.post(
+                    "/uploads",
+                    headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+                    body=json.dumps({"filename": "a.jpg", "content_type": "image/jpeg"}),
+                ).status_code
+            )
+
+        assert (grant(UPLOAD_TOKEN), grant(ADMIN_TOKEN), grant("guess")) == (201, 201, 403)
+
+    monkeypatch.setitem(PATHS, "api_handler", [upload_with_token])
+    assert run_paths("dev", "api_handler", extended, monkeypatch, project_dir=tmp_path) == {}
+    assert "upload_with_token" in run_paths("dev", "api_handler", base, monkeypatch, project_dir=tmp_path)
+    # A grant on another parameter (the admin token's, say) is not enough either.
+    elsewhere = json.loads(json.dumps(statement).replace("upload-token", "other-token"))
+    wrong = {**base, "Statement": [*base["Statement"], elsewhere]}
+    assert "upload_with_token" in run_paths("dev", "api_handler", wrong, monkeypatch, project_dir=tmp_path)
+    assert '"Sid": "ReadUploadToken"' in (ROOT / "docs" / "deploy.md").read_text()

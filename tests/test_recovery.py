@@ -75,7 +75,7 @@ def test_25_deletes_fired_as_each_first_rendition_appears_leave_nothing(stack: S
 
     ids, threads = [], []
     for n in range(25):
-        ids.append(stack.upload(jpeg(1200, 900), f"doomed {n}.jpg"))
+        ids.append(stack.upload(jpeg(800, 600), f"doomed {n}.jpg"))
         threads.append(threading.Thread(target=delete_at_first_rendition, args=(ids[-1],)))
         threads[-1].start()
     for thread in threads:
@@ -98,12 +98,13 @@ def restart_after(sig: signal.Signals, tmp_path: Path, count: int) -> tuple[Stac
     the same data folder; returns the new stack, the ids and when it answered again."""
     data = tmp_path / "data"
     first = Stack(data_dir=data, own_group=True).start()
-    photo = jpeg(2000, 1500)  # resized more slowly than they arrive: some are still queued
+    photo = jpeg(1200, 900)  # resized more slowly than they arrive: some are still queued
     with ThreadPoolExecutor(8) as pool:
         ids = list(pool.map(lambda n: first.upload(photo, f"queued {n}.jpg"), range(count)))
     first.kill(sig)
     settled = sum(o != ["retry"] for o in outcomes(first).values())
     assert settled < count, "the stack finished before it was stopped: nothing was left to lose"
+    print(f"\n[recovery] {sig.name} with {count - settled} of {count} uploads queued or in flight")
     second = Stack(data_dir=data, own_group=True).start()
     return second, ids, time.monotonic()
 

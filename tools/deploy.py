@@ -28,6 +28,10 @@ in the deployment's SSM parameter (``ADMIN_TOKEN_PARAMETER``, a SecureString, in
 prints it: that turns deletion on, or rotates the token (the API function picks it up within five
 minutes).
 
+``python -m tools.deploy upload-token --stage prod [--region ...]`` does the same for the upload
+token (``UPLOAD_TOKEN_PARAMETER``), for a stage that opted in to upload authorisation
+(docs/deploy.md, "Upload token"): until it runs, that stage refuses every upload.
+
 ``python -m tools.deploy package --stage dev`` runs ``chalice package --pkg-format terraform`` into
 ``build/dev`` with placeholder credentials: packaging never calls AWS.
 
@@ -144,13 +148,33 @@ def set_log_retention(logs: Any, functions: list[str], days: int) -> list[str]:
     return done
 
 
+# The two tokens a stage may keep in SSM: its variable, the parameter's usual name, what it is for.
+TOKENS = {
+    "admin-token": ("ADMIN_TOKEN_PARAMETER", "bearer token for DELETE /images/{id}"),
+    "upload-token": ("UPLOAD_TOKEN_PARAMETER", "bearer token for POST /uploads"),
+}
+
+
 def store_admin_token(ssm: Any, stage: str, project_dir: Path = ROOT) -> tuple[str, str]:
     """Put a new random admin token in the stage's SSM parameter; returns (parameter, token)."""
-    name = stage_environment(stage, project_dir).get("ADMIN_TOKEN_PARAMETER")
+    return store_token(ssm, stage, "admin-token", project_dir)
+
+
+def store_upload_token(ssm: Any, stage: str, project_dir: Path = ROOT) -> tuple[str, str]:
+    """Put a new random upload token in the stage's SSM parameter; returns (parameter, token)."""
+    return store_token(ssm, stage, "upload-token", project_dir)
+
+
+def store_token(ssm: Any, stage: str, kind: str, project_dir: Path = ROOT) -> tuple[str, str]:
+    """A new random ``kind`` token (``TOKENS``) in the stage's SSM parameter: (parameter, token)."""
+    variable, purpose = TOKENS[kind]
+    name = stage_environment(stage, project_dir).get(variable)
     if not name:
+        statement = "ReadAdminToken" if kind == "admin-token" else "ReadUploadToken"
         raise SystemExit(
-            f"stage {stage} has no ADMIN_TOKEN_PARAMETER in .chalice/config.json: add one "
-            f"(e.g. /imageshelf/{stage}/admin-token) and grant ssm:GetParameter on it (docs/deploy.md)"
+            f"stage {stage} has no {variable} in .chalice/config.json: add one "
+            f"(/imageshelf/{stage}/{kind}) and grant ssm:GetParameter on it in "
+            f"policy-{stage}-api_handler.json (the {statement} statement, docs/deploy.md)"
         )
     token = secrets.token_urlsafe(32)
     ssm.put_parameter(
@@ -158,9 +182,26 @@ def store_admin_token(ssm: Any, stage: str, project_dir: Path = ROOT) -> tuple[s
         Value=token,
         Type="SecureString",
         Overwrite=True,
-        Description=f"imageshelf {stage}: bearer token for DELETE /images/{{id}}",
+        Description=f"imageshelf {stage}: {purpose}",
     )
     return name, token
+
+
+def upload_token_hint(ssm: Any, stage: str, project_dir: Path = ROOT, region: str = "") -> str | None:
+    """What to do when the stage asks for an upload token and the parameter is not there yet."""
+    name = stage_environment(stage, project_dir).get("UPLOAD_TOKEN_PARAMETER")
+    if not name:
+        return None
+    from botocore.exceptions import ClientError
+
+    try:
+        ssm.get_parameter(Name=name)
+    except ssm.exceptions.ParameterNotFound:
+        where = f" REGION={region}" if region else ""
+        return f"uploads are refused until the upload token exists: make upload-token STAGE={stage}{where}"
+    except ClientError as error:
+        return f"could not check the upload token {name} ({error.response['Error']['Code']})"
+    return None
 
 
 def admin_token_hint(ssm: Any, stage: str, project_dir: Path = ROOT, region: str = "") -> str | None:
@@ -247,11 +288,13 @@ def deploy(stage: str, region: str | None = None, project_dir: Path = ROOT) -> N
     api_stage = config.get("api_gateway_stage", "api")
     if "rest_api" in resources:
         say(_guard_api(session, found, resources["rest_api"]["rest_api_id"], api_stage, config))
-    hint = admin_token_hint(
-        session.client("ssm"), stage, project_dir, found.region if found.regional_copy else ""
-    )
-    if hint:
-        print(hint)
+    where = found.region if found.regional_copy else ""
+    for hint in (
+        admin_token_hint(session.client("ssm"), stage, project_dir, where),
+        upload_token_hint(session.client("ssm"), stage, project_dir, where),
+    ):
+        if hint:
+            print(hint)
     print(f"images: {images.base_url}/ (CloudFront distribution {images.id})")
     if origin:
         print(f"gallery: {origin}/{api_stage}/")
@@ -336,11 +379,13 @@ def destroy(
             f"kept {' and '.join(f's3://{b}' for b in kept)}: {held} uploads or images. "
             f"`make destroy STAGE={stage}{where} DELETE_BUCKETS=1` deletes them with everything in them"
         )
-    parameter = found.env.get("ADMIN_TOKEN_PARAMETER")
-    if parameter:
-        print(
-            f"the admin token {parameter} (SSM, {found.region}) is left as it is: `make admin-token` made it"
-        )
+    for kind, (variable, _) in TOKENS.items():
+        parameter = found.env.get(variable)
+        if parameter:
+            print(
+                f"the {kind.replace('-', ' ')} {parameter} (SSM, {found.region}) is left as it is: "
+                f"`make {kind}` made it"
+            )
 
 
 def say(lines: list[str]) -> None:
@@ -368,7 +413,7 @@ def _delete_bucket(s3: Any, bucket: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["deploy", "destroy", "package", "admin-token"])
+    parser.add_argument("command", choices=["deploy", "destroy", "package", *TOKENS])
     parser.add_argument("--stage", default=os.environ.get("STAGE", "dev"))
     parser.add_argument(
         "--region", default=os.environ.get("REGION") or None, help="default: the AWS session's region"
@@ -383,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     stage_environment(args.stage)  # a clear error for an unknown stage
     if args.command == "package":
         print(package(args.stage, args.out or ROOT / "build" / args.stage))
-    elif args.command == "admin-token":
+    elif args.command in TOKENS:
         session = aws_session(args.region)
         found = target(args.stage, session)
         if found.regional_copy and not deployed(found.name):
@@ -393,10 +438,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"(REGION=<that region>), or deploy the regional copy first "
                 f"(make deploy STAGE={args.stage} REGION={found.region})"
             )
-        name, token = store_admin_token(session.client("ssm"), args.stage)
+        name, token = store_token(session.client("ssm"), args.stage, args.command)
         print(
-            f"stored a new admin token in SSM parameter {name} ({session.region_name}, SecureString) "
-            f"for {found.name}; it works within 5 minutes:"
+            f"stored a new {args.command.replace('-', ' ')} in SSM parameter {name} "
+            f"({session.region_name}, SecureString) for {found.name}; it works within 5 minutes:"
         )
         print(token)
     elif args.command == "destroy":

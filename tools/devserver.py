@@ -31,6 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tools.accesslog import install as quiet_access_log
+
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = "local"
 QUEUE = "imageshelf-local-resize"
@@ -395,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                 return
 
     threading.Thread(target=reconcile_loop, name="reconciler", daemon=True).start()
+    quiet_access_log()  # polls, listings, assets at debug level; ACCESS_LOG=debug shows them
     server = factory.create_local_server(app_obj, config, args.host, args.port)
 
     def stop(signum: int, frame: Any) -> None:

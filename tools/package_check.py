@@ -31,6 +31,10 @@ PYTHON_TAG = "cp312"  # the Lambda runtime (python3.12) and the Python the Makef
 # (libz is not bundled: manylinux lets wheels use the system's, and every Lambda runtime has it.)
 BUNDLED_LIBS = ("libjpeg", "libpng", "libtiff", "libwebp", "liblcms2", "libopenjp2", "libavif", "libfreetype")
 NOT_IN_ZIP = ("boto3/", "botocore/", "s3transfer/", "tests/", ".venv/", "bench/", "tools/")
+# pi-heif (HEIC input) is checked like Pillow: its cp312 manylinux wheel, with libheif and
+# libde265 bundled in pi_heif.libs/ and loaded from there. A real iPhone photo for the smoke test:
+HEIF_LIBS = ("libheif", "libde265")
+HEIC_SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "iphone-arrow.heic"
 
 
 def zip_problems(zip_path: Path) -> list[str]:
@@ -58,11 +62,32 @@ def zip_problems(zip_path: Path) -> list[str]:
         and f"-{PYTHON_TAG[2:]}-x86_64-linux-gnu" not in n.replace("cpython-", "-")
     ]
     problems += [f"{n} is not built for {PYTHON_TAG} x86_64 Linux" for n in wrong_abi]
+    problems += _heif_problems(zip_path)
     for required in ("app.py", "chalicelib/imaging.py", "chalicelib/storage.py", "chalice/app.py"):
         if required not in names:
             problems.append(f"{required} is missing")
     problems += [f"{n} should not be in the zip" for n in names if n.startswith(NOT_IN_ZIP)]
     problems += [f"{n}: bytecode from this machine" for n in names if n.endswith(".pyc")]
+    return problems
+
+
+def _heif_problems(zip_path: Path) -> list[str]:
+    with zipfile.ZipFile(zip_path) as archive:
+        names = archive.namelist()
+        wheel = [n for n in names if n.lower().startswith("pi_heif-") and n.endswith(".dist-info/WHEEL")]
+        tags = archive.read(wheel[0]).decode().splitlines() if wheel else []
+    if not wheel:
+        return [
+            "no pi_heif-*.dist-info/WHEEL: pi-heif (HEIC input) is missing or was not installed from a wheel"
+        ]
+    problems = []
+    if not any(
+        t.startswith(f"Tag: {PYTHON_TAG}-{PYTHON_TAG}-manylinux") and t.endswith("_x86_64") for t in tags
+    ):
+        problems.append(f"pi-heif is not a {PYTHON_TAG} manylinux x86_64 wheel: {tags}")
+    for lib in HEIF_LIBS:
+        if not any(n.startswith(f"pi_heif.libs/{lib}") for n in names):
+            problems.append(f"pi_heif.libs/ has no bundled {lib}: pi-heif was built against this machine's")
     return problems
 
 
@@ -83,6 +108,11 @@ if mode == "smoke":
     report["pil_file"] = Image.__file__
     report["fit"] = {"width": out.width, "height": out.height, "content_type": out.content_type,
                      "decoded": [check.format, check.size[0], check.size[1]]}
+    if len(sys.argv) > 3:  # a HEIC, through the pi-heif plugin imaging registers
+        out = imaging.fit(open(sys.argv[3], "rb").read(), (64, 64))
+        check = Image.open(io.BytesIO(out.data))
+        report["heic"] = {"width": out.width, "height": out.height, "content_type": out.content_type,
+                          "decoded": [check.format, check.size[0], check.size[1]]}
     maps = open("/proc/self/maps").read().split("\n")
     report["loaded_libraries"] = sorted({ln.split()[-1] for ln in maps if ".so" in ln and "/" in ln})
 else:  # measure: one resize with the default renditions, in a fresh process for a true peak
@@ -110,7 +140,9 @@ def unpacked(zip_path: Path, workdir: Path | None = None) -> Iterator[Path]:
         yield task
 
 
-def run_clean(task: Path, mode: str, image: Path, python: str = "") -> dict[str, Any]:
+def run_clean(
+    task: Path, mode: str, image: Path, python: str = "", heic: Path | None = None
+) -> dict[str, Any]:
     """Run the app from ``task`` in ``python -I -S``: no site-packages, no user site, no PYTHON*
     variables, so only the standard library and the zip's contents are importable."""
     env = {
@@ -120,7 +152,8 @@ def run_clean(task: Path, mode: str, image: Path, python: str = "") -> dict[str,
         "IMAGES_BUCKET": "imageshelf-smoke-images",
     }
     result = subprocess.run(
-        [python or sys.executable, "-I", "-S", str(task.parent / "smoke.py"), mode, str(image)],
+        [python or sys.executable, "-I", "-S", str(task.parent / "smoke.py"), mode, str(image)]
+        + ([str(heic)] if heic else []),
         cwd=task,
         env=env,
         capture_output=True,
@@ -150,6 +183,8 @@ def library_problems(report: dict[str, Any]) -> list[str]:
         name = lib.rsplit("/", 1)[-1]
         if name.startswith(BUNDLED_LIBS) and not lib.startswith(f"{task}/pillow.libs/"):
             problems.append(f"{lib} is loaded from outside the zip's pillow.libs/")
+        if name.startswith(HEIF_LIBS) and not lib.startswith(f"{task}/pi_heif.libs/"):
+            problems.append(f"{lib} is loaded from outside the zip's pi_heif.libs/")
     return problems
 
 
@@ -177,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     with tempfile.TemporaryDirectory() as tmp, unpacked(zip_path) as task:
         samples = make_samples(Path(tmp), large=args.measure)
-        report = run_clean(task, "smoke", samples.pop("small"))
+        report = run_clean(task, "smoke", samples.pop("small"), heic=HEIC_SAMPLE)
         problems += library_problems(report)
-        print(f"fit() from the zip in a clean interpreter: {report['fit']}")
+        print(f"fit() from the zip in a clean interpreter: {report['fit']}; HEIC: {report.get('heic')}")
         for name, image in samples.items():
             timing = run_clean(task, "measure", image)
             print(

@@ -10,6 +10,7 @@
   const grid = $("grid");
   const lightbox = $("lightbox");
   const TOKEN_KEY = "imageshelf.adminToken";
+  const UPLOAD_TOKEN_KEY = "imageshelf.uploadToken";
   const MINE_KEY = "imageshelf.myUploads"; // ids this browser uploaded, newest last
   const MINE_LIMIT = 500;
   const PARALLEL_UPLOADS = 3;
@@ -160,7 +161,9 @@
   // storage hands out the same presigned URL while at least half its life is left, so they change only
   // when renewed, and then the card should take the new ones before the old ones expire.
   function signature(image) {
-    const sizes = renditionsOf(image).map((r) => `${r.name}:${r.width}x${r.height}:${r.url}`).join(",");
+    const sizes = renditionsOf(image)
+      .map((r) => `${r.name}:${r.width}x${r.height}:${r.url}:${(r.formats || []).map((f) => f.url).join(" ")}`)
+      .join(",");
     return [image.status, image.error && image.error.code, filenameOf(image), sizes].join("|");
   }
 
@@ -206,13 +209,20 @@
       link.setAttribute("href", renditions[renditions.length - 1].url);
       link.setAttribute("title", name);
       const img = card.querySelector("a.tile img");
-      img.setAttribute("srcset", renditions.map((r) => `${r.url} ${r.width}w`).join(", "));
+      img.setAttribute("srcset", srcsetOf(renditions, ""));
+      for (const source of link.querySelectorAll("source")) {
+        source.setAttribute("srcset", srcsetOf(renditions, source.getAttribute("type")));
+      }
       img.setAttribute("src", thumb.url);
       img.setAttribute("width", thumb.width);
       img.setAttribute("height", thumb.height);
       // Before the card is laid out, so the browser does not pick a rendition for a 100vw-wide photo.
-      if (!img.getAttribute("sizes")) img.setAttribute("sizes", `${Math.ceil(expectedWidth(thumb.width / thumb.height))}px`);
+      if (!img.getAttribute("sizes")) setSizes(card, expectedWidth(thumb.width / thumb.height));
       img.setAttribute("alt", name);
+      const placeholder = image.placeholder || {};
+      link.setAttribute("data-color", placeholder.color || "");
+      link.setAttribute("data-placeholder", placeholder.preview || "");
+      paintPlaceholder(link);
       const original = image.original || {};
       info = original.width && original.height ? `${original.width} × ${original.height}` : "";
     } else if (card.dataset.status === "failed") {
@@ -220,6 +230,37 @@
       info = "Failed";
     }
     card.querySelector(".info").textContent = info;
+  }
+
+  // The placeholder behind a thumbnail until it loads: the mean colour and the few-pixel preview,
+  // blurred by the stylesheet (a.tile::before). Set through CSSOM: the CSP allows no style attribute.
+  const watchedThumbs = new WeakSet();
+  function paintPlaceholder(link) {
+    const color = link.getAttribute("data-color") || "";
+    const preview = link.getAttribute("data-placeholder") || "";
+    const ok = /^#[0-9a-f]{6}$/.test(color) && /^data:image\/png;base64,[A-Za-z0-9+/=]+$/.test(preview);
+    if (ok) {
+      link.style.setProperty("--ph-color", color);
+      link.style.setProperty("--ph-image", `url("${preview}")`);
+    } else {
+      link.style.removeProperty("--ph-color");
+      link.style.removeProperty("--ph-image");
+    }
+    const img = link.querySelector("img");
+    if (!img || watchedThumbs.has(img)) return;
+    watchedThumbs.add(img);
+    const loaded = () => link.classList.toggle("is-loaded", img.complete && img.naturalWidth > 0);
+    img.addEventListener("load", loaded);
+    loaded();
+  }
+
+  // A <source type=...>'s srcset: each size in that type where it is stored in it, else in its
+  // JPEG/PNG (as gallery.srcset does for the server's tiles); "" gives the <img>'s own.
+  function srcsetOf(renditions, type) {
+    return renditions.map((r) => {
+      const found = type && (r.formats || []).find((f) => f.content_type === type);
+      return `${found ? found.url : r.url} ${r.width}w`;
+    }).join(", ");
   }
 
   // A card for an image that arrives after the page loaded.
@@ -424,9 +465,11 @@
 
   // The width the browser should choose a rendition for: the tile's, as laid out.
   function setSizes(card, width) {
-    const img = card.dataset.status === "ready" && card.querySelector("a.tile img");
+    if (card.dataset.status !== "ready") return;
     const sizes = `${Math.ceil(width)}px`;
-    if (img && img.getAttribute("sizes") !== sizes) img.setAttribute("sizes", sizes);
+    for (const node of card.querySelectorAll("a.tile source, a.tile img")) {
+      if (node.getAttribute("sizes") !== sizes) node.setAttribute("sizes", sizes);
+    }
   }
 
   function layout() {
@@ -618,7 +661,10 @@
   let active = 0;
 
   function refusal(file) {
-    if (!config.contentTypes.includes(file.type)) return "unsupported_media_type";
+    // A type the browser cannot name (a JPEG without an extension) goes through: the server
+    // judges the bytes, as it does for every upload.
+    const unnamed = file.type === "" || file.type === "application/octet-stream";
+    if (!unnamed && !config.contentTypes.includes(file.type)) return "unsupported_media_type";
     if (file.size === 0) return "empty_file";
     if (file.size > config.maxUploadBytes) return "file_too_large";
     return null;
@@ -630,6 +676,7 @@
     announce(`Uploading ${plural(files.length, "file", "files")}.`);
     // Prepend in reverse so the cards read in the order the files were chosen; the queue, and so
     // the grants (see requestGrant), take the last chosen first.
+    uploadTokenDeclined = false; // a new choice of files may ask for the upload token again
     for (const file of files.slice().reverse()) {
       const upload = { file, card: null, progress: null };
       upload.card = uploadCard(upload);
@@ -681,6 +728,7 @@
       upload.progress.hidden = false;
       upload.reason.textContent = "";
       upload.retry.hidden = upload.dismiss.hidden = true;
+      uploadTokenDeclined = false;
       queue.push(upload);
       pump();
     });
@@ -739,12 +787,22 @@
   }
 
   async function orderedGrant(file) {
+    const headers = { "Content-Type": "application/json", Accept: "application/json" };
+    const token = config.uploadTokenRequired ? await uploadTokenToSend() : null;
+    if (token) headers.Authorization = `Bearer ${token}`;
     for (let attempt = 1; ; attempt += 1) {
-      const grant = await api("uploads", {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ filename: file.name, content_type: file.type, size: file.size }),
-      });
+      let grant;
+      try {
+        grant = await api("uploads", {
+          method: "POST",
+          headers,
+          body: JSON.stringify({ filename: file.name, content_type: file.type, size: file.size }),
+        });
+      } catch (error) {
+        if (error.code !== "unauthorized" && error.code !== "forbidden") throw error;
+        if (token === uploadToken) setUploadToken(null); // refused: forgotten, asked for again
+        throw new ApiError("upload_token_refused", error.message, error.status);
+      }
       const newer = newestGrant === null || grant.id < newestGrant;
       // Two grants in one millisecond (or from two servers whose clocks differ a little) can sort
       // the wrong way round: ask again a moment later. An unused grant costs nothing and expires.
@@ -763,7 +821,8 @@
     try {
       grant = await requestGrant(file);
     } catch (error) {
-      refuse(upload, error.code, error.message, error.code === "network" || error.status >= 500);
+      const again = error.code === "network" || error.status >= 500 || error.code.startsWith("upload_token");
+      refuse(upload, error.code, error.message, again); // a token refusal: retry asks for it again
       return;
     }
     const outcome = await post(grant, file, (percent) => {
@@ -1058,6 +1117,59 @@
     if (lightbox.open) $("lightbox-delete").hidden = !adminToken;
   }
 
+  // --- the upload token (stages that ask for one) ------------------------------------------
+
+  let uploadToken = null;
+  let uploadTokenAsked = null; // the open dialog's answer, shared by the uploads waiting for it
+  let uploadTokenDeclined = false; // cancelled: the rest of this batch is not asked again
+
+  function setUploadToken(token) {
+    uploadToken = token || null;
+    try {
+      if (uploadToken) sessionStorage.setItem(UPLOAD_TOKEN_KEY, uploadToken);
+      else sessionStorage.removeItem(UPLOAD_TOKEN_KEY);
+    } catch (_) { /* storage disabled: the token lasts until the page closes */ }
+  }
+
+  // The token a grant request sends: the upload token, else the admin token (the API takes
+  // both), else one asked for in the dialog. Throws "upload_token_needed" if none is given.
+  async function uploadTokenToSend() {
+    const token = uploadToken || adminToken || (uploadTokenDeclined ? null : await askUploadToken());
+    if (!token) throw new ApiError("upload_token_needed", "", 401);
+    return token;
+  }
+
+  function askUploadToken() {
+    if (uploadTokenAsked) return uploadTokenAsked;
+    const dialog = $("upload-token-dialog");
+    uploadTokenAsked = new Promise((resolve) => {
+      $("upload-token").value = "";
+      dialog.returnValue = "";
+      dialog.addEventListener("close", () => {
+        const token = dialog.returnValue === "use" ? $("upload-token").value.trim() : "";
+        uploadTokenAsked = null;
+        if (token) setUploadToken(token);
+        else uploadTokenDeclined = true;
+        resolve(token || null);
+      }, { once: true });
+      dialog.showModal();
+    });
+    return uploadTokenAsked;
+  }
+
+  function setupUploadToken() {
+    if (!config.uploadTokenRequired) return;
+    let stored = null;
+    try { stored = sessionStorage.getItem(UPLOAD_TOKEN_KEY); } catch (_) { /* storage disabled */ }
+    setUploadToken(stored);
+    const dialog = $("upload-token-dialog");
+    $("upload-token-cancel").addEventListener("click", () => dialog.close(""));
+    $("upload-token-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      if ($("upload-token").value.trim()) dialog.close("use");
+    });
+  }
+
   function setupAdmin() {
     if (!config.deletionEnabled) return;
     let stored = null;
@@ -1097,6 +1209,7 @@
   // --- start ------------------------------------------------------------------------------
 
   function start() {
+    for (const link of grid.querySelectorAll("a.tile")) paintPlaceholder(link);
     // Adopt the server-rendered cards instead of redrawing them (their images are already loading).
     const cards = new Map(Array.from(grid.children).map((card) => [card.dataset.id, card]));
     for (const image of config.firstPage.images) {
@@ -1146,6 +1259,7 @@
     setupDrop();
     setupLightbox();
     setupAdmin();
+    setupUploadToken();
     applyFailures();
     if (!grid.children.length && nextCursor) loadMore(); // the first page was all hidden failures
     observer.observe($("load-more").parentElement);
