@@ -213,6 +213,8 @@ def _process_original(
         return
     mine = [r for r in storage.image_records(image_id, objects) if r.version == version]
     if any(r.status != "pending" for r in mine):
+        if not any(r.status == "ready" for r in mine):
+            _tag_failed(upload, image_id, settings)  # a retry after the tagging failed sets it
         outcome.outcome = "duplicate"
         return
     pending = storage.Record(
@@ -241,10 +243,39 @@ def _process_original(
     except _Gone as gone:
         outcome.outcome, outcome.error_message = gone.outcome, gone.message
         return
+    if final.status == "failed":
+        _tag_failed(upload, image_id, settings)
+    elif any(r.status == "failed" for r in storage.image_records(image_id, listed)):
+        # A failed record beside this ready one (the reconciler's timeout of this version, an
+        # older version's delivery): its tag may have landed on this original, an image's.
+        storage.tag_failed(upload.key, settings, failed=False)
     if final.status == "ready" and settings.delete_originals:
         storage.delete_upload(upload.key, settings, etag=upload.etag)
     outcome.outcome = final.status
     outcome.error_code, outcome.error_message = final.error_code, final.error_message
+
+
+def _tag_failed(upload: storage.UploadObject, image_id: str, settings: Settings) -> None:
+    """Tag the original of a version that settled ``failed``, so the upload bucket's lifecycle
+    expires it (tools/provision.py); the reconciler's sweep then removes its record.
+
+    S3 tags whatever object is at the key, with no condition: if the original was replaced
+    meanwhile, or this version became ready after all (a late delivery beside the reconciler's
+    timeout), the tag may sit on an image's original. So, after tagging, HEAD the original and
+    list its records: unless the current original's own state is ``failed``, the tag goes. A
+    ready delivery does the reverse (it clears the tag when it lists a failed record beside its
+    own), so whichever finishes last, no ready image's original keeps the tag.
+    """
+    if not storage.tag_failed(upload.key, settings):
+        return  # deleted: nothing is left to expire
+    now = storage.head_upload(upload.key, settings)
+    if now is None:
+        return
+    current = storage.version_tag(now.etag)
+    states = {r.status for r in storage.image_records(image_id, storage.image_objects(image_id, settings))
+              if r.version == current}  # fmt: skip
+    if "failed" not in states or "ready" in states:
+        storage.tag_failed(upload.key, settings, failed=False)
 
 
 def _check(
@@ -328,6 +359,7 @@ def record_timeout(image_id: str, key: str, attempts: int, settings: Settings) -
     except _Gone as gone:
         outcome.outcome, outcome.error_message = gone.outcome, gone.message
         return outcome
+    _tag_failed(upload, image_id, settings)
     outcome.outcome, outcome.error_code = "failed", "processing_timeout"
     return outcome
 

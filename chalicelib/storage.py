@@ -538,6 +538,30 @@ def delete_upload(key: str, settings: Settings, etag: str | None = None) -> bool
     return True
 
 
+# The tag the upload bucket's lifecycle expires originals by (tools/provision.py): set on an
+# original whose processing ended ``failed``, never on a ready image's.
+FAILED_TAG = ("imageshelf-state", "failed")
+
+
+def tag_failed(key: str, settings: Settings, failed: bool = True) -> bool:
+    """Tag the original ``key`` as one that never became an image (``failed``), or, with
+    ``failed=False``, take that back (the tag's value becomes ``ready``, which no rule expires:
+    one action, ``s3:PutObjectTagging``, for both).
+
+    S3 tags whatever object is at the key now (no condition is possible): the caller checks the
+    original is still the version it means afterwards. False if the object is gone."""
+    from botocore.exceptions import ClientError
+
+    tags = [{"Key": FAILED_TAG[0], "Value": FAILED_TAG[1] if failed else "ready"}]
+    try:
+        s3().put_object_tagging(Bucket=settings.upload_bucket, Key=key, Tagging={"TagSet": tags})
+    except ClientError as error:
+        if _is_missing(error):
+            return False
+        raise
+    return True
+
+
 def claim_upload(upload: UploadObject, image_id: str, settings: Settings) -> UploadObject | None:
     """Give an object put under ``uploads/`` by any S3 client an original of its own.
 

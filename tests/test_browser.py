@@ -8,10 +8,8 @@ uploads what it needs and finds its own images by name or id. Screenshots go to
 from __future__ import annotations
 
 import io
-import os
 import random
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +37,6 @@ CHROMIUM_ARGS = [
 ]
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-DOCS = ROOT / "docs"
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 NASTY = "<img src=x onerror=alert(1)>.jpg"
@@ -116,18 +113,6 @@ def tag() -> str:
 # --- fixtures -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 class Watch:
     """A page's JavaScript errors and dialogs; a test fails if the page had any it did not expect."""
 
@@ -175,29 +160,10 @@ def wait_ready(page: Any, name: str, timeout: float = 15_000) -> Any:
     return found
 
 
-def shot(page: Any, name: str, docs_name: str | None = None) -> None:
+def shot(page: Any, name: str) -> None:
+    """A screenshot in test-artifacts/ (the docs' own screenshots are tests/test_docs.py's)."""
     ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    page.screenshot(path=str(path), animations="disabled")
-    # The README's copies change only on request, so a test run leaves the checkout clean.
-    if docs_name and os.environ.get("UPDATE_SCREENSHOTS"):
-        DOCS.mkdir(exist_ok=True)
-        if path.stat().st_size < 250_000:
-            shutil.copyfile(path, DOCS / docs_name)
-            return
-        # A palette copy keeps the README's under 300 KB: dithered, so photos keep their gradients
-        # rather than break into bands, with as many colours as fit in 280 KB (refined by k-means,
-        # so the page's own colours, such as the accent of its buttons, stay true).
-        with Image.open(path) as full:
-            rgb = full.convert("RGB")
-        for colours in (256, 192, 160, 128, 96, 64):
-            palette = rgb.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, kmeans=2)
-            small = rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
-            buffer = io.BytesIO()
-            small.save(buffer, "PNG", optimize=True)
-            if len(buffer.getvalue()) <= 280_000:
-                break
-        (DOCS / docs_name).write_bytes(buffer.getvalue())
+    page.screenshot(path=str(ARTIFACTS / name), animations="disabled")
 
 
 def upload_many(stack: Stack, files: list[tuple[str, bytes]]) -> list[str]:
@@ -855,9 +821,9 @@ def test_desktop_and_phone_layouts_with_screenshots(browser: Any, stack: Stack) 
             )
         ],
     )
-    for viewport, name, docs_name, wanted in [
-        (DESKTOP, "gallery-desktop.png", "gallery.png", range(5, 7)),
-        (PHONE, "gallery-phone.png", "gallery-phone.png", range(2, 3)),
+    for viewport, name, wanted in [
+        (DESKTOP, "gallery-desktop.png", range(5, 7)),
+        (PHONE, "gallery-phone.png", range(2, 3)),
     ]:
         extra = {"is_mobile": True, "has_touch": True} if viewport is PHONE else {}
         page, watch = open_page(browser, stack, viewport, **extra)
@@ -875,7 +841,7 @@ def test_desktop_and_phone_layouts_with_screenshots(browser: Any, stack: Stack) 
             button = page.locator("label.upload-button").bounding_box()
             assert button and button["x"] + button["width"] <= viewport["width"], "the upload button fits"
             expect(page.get_by_label("Upload photos")).to_have_count(1)  # the short label still reads so
-            shot(page, name, docs_name)
+            shot(page, name)
             if viewport is DESKTOP:  # dark mode, for a look at the artifacts
                 page.emulate_media(color_scheme="dark")
                 shot(page, "gallery-desktop-dark.png")
@@ -885,7 +851,7 @@ def test_desktop_and_phone_layouts_with_screenshots(browser: Any, stack: Stack) 
             assert columns(page) in wanted, f"{columns(page)} columns at {viewport}"
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
             shot(page, name.replace("gallery-", "grid-"))
-            assert (DOCS / docs_name).stat().st_size < 300_000 and (ARTIFACTS / name).stat().st_size > 10_000
+            assert (ARTIFACTS / name).stat().st_size > 10_000
             assert not watch.errors and not watch.dialogs
         finally:
             page.context.close()

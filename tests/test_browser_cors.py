@@ -24,7 +24,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.support import Stack, jpeg
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, card, wait_ready
+from tests.test_browser import card, wait_ready
 from tools.stack import free_port
 
 pytestmark = pytest.mark.browser
@@ -56,18 +56,6 @@ def closed_stack(page_server: int, tmp_path_factory: pytest.TempPathFactory) -> 
     stack.start()
     yield stack
     stack.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def open_at(browser: Any, url: str) -> Any:

@@ -63,6 +63,8 @@ DELETE_ORIGINALS_STATEMENT = {
 }
 # What docs/deploy.md ("Upload token") tells a stage that opts in to upload authorisation to add.
 UPLOAD_TOKEN = "iam-upload-token"
+# The tag processing puts on an original that never became an image (chalicelib/storage.py).
+FAILED_TAGS = [{"Key": "imageshelf-state", "Value": "failed"}]
 READ_UPLOAD_TOKEN_STATEMENT = {
     "Sid": "ReadUploadToken",
     "Effect": "Allow",
@@ -213,6 +215,11 @@ class Harness:
         assert len({k[:20] for k in keys}) == 1, keys
         return keys[0][:20], keys
 
+    def tags(self, key: str) -> list[dict[str, str]]:
+        """The tags of an object in the upload bucket."""
+        with self.unenforced():
+            return list(self.admin.get_object_tagging(Bucket=self.env["UPLOAD_BUCKET"], Key=key)["TagSet"])
+
     def keys(self, bucket_var: str, prefix: str = "") -> list[str]:
         with self.unenforced():
             listing = self.admin.list_objects_v2(Bucket=self.env[bucket_var], Prefix=prefix)
@@ -306,6 +313,15 @@ def resize_failed(h: Harness) -> None:
     image_id, key = h.upload(b"not an image at all")
     h.resize(key)
     assert [k.split("/s/")[1][:7] for k in h.keys("IMAGES_BUCKET", f"{image_id}/")] == ["failed."]
+    assert h.tags(key) == FAILED_TAGS  # so the upload bucket's lifecycle expires it
+
+
+def resize_inbox_failed(h: Harness) -> None:
+    """``aws s3 cp`` of a file that is no image: its own original, tagged to expire."""
+    h.resize(h.raw_upload(b"not an image either"))
+    image_id, keys = h.only_image()
+    assert any(f"{image_id}/s/failed." in k for k in keys), keys
+    assert h.tags(f"originals/{image_id}") == FAILED_TAGS
 
 
 def resize_duplicate(h: Harness) -> None:
@@ -358,6 +374,27 @@ def reconcile_lost_inbox_upload(h: Harness) -> None:
     assert h.keys("UPLOAD_BUCKET") == [f"originals/{image_id}"]
 
 
+def reconcile_times_out(h: Harness) -> None:
+    """An upload re-driven RECONCILE_ATTEMPTS times in vain is recorded ``failed`` (timeout), its
+    original (presigned, and an ``aws s3 cp`` one) tagged to expire."""
+    from chalicelib import storage
+
+    image_id, key = h.upload(jpeg(30, 20))
+    inbox_id = storage.new_id()  # an ``aws s3 cp`` upload's image, its original already copied
+    with h.unenforced():
+        h.admin.copy_object(
+            Bucket=h.env["UPLOAD_BUCKET"], Key=f"originals/{inbox_id}",
+            CopySource={"Bucket": h.env["UPLOAD_BUCKET"], "Key": key},
+        )  # fmt: skip
+        for marked, source in ((image_id, key), (inbox_id, f"originals/{inbox_id}")):
+            body = json.dumps({"source": source, "attempts": 99})
+            h.admin.put_object(Bucket=h.env["IMAGES_BUCKET"], Key=f"~todo/{marked}", Body=body)
+    h.reconcile()
+    for marked, source in ((image_id, key), (inbox_id, f"originals/{inbox_id}")):
+        assert any("/s/failed." in k for k in h.keys("IMAGES_BUCKET", f"{marked}/")), marked
+        assert h.tags(source) == FAILED_TAGS, source
+
+
 def reconcile_orphan(h: Harness) -> None:
     """Records and renditions whose original is gone are removed."""
     image_id = h.ready_image()
@@ -405,10 +442,11 @@ PATHS: dict[str, list[Callable[[Harness], None]]] = {
         api_delete_ready,
         api_delete_pending,
     ],
-    "resize": [resize_ready, resize_failed, resize_duplicate, resize_gone, resize_inbox],
+    "resize": [resize_ready, resize_failed, resize_duplicate, resize_gone, resize_inbox, resize_inbox_failed],
     "reconcile": [
         reconcile_lost_upload,
         reconcile_lost_inbox_upload,
+        reconcile_times_out,
         reconcile_orphan,
         reconcile_refuses_a_deleted_images_original,
         reconcile_drains_dead_letters,
@@ -583,7 +621,13 @@ def test_policy_shape(stage: str, function: str) -> None:
                 assert actions == ["s3:ListBucket"], statement
             else:  # objects in one of the two buckets
                 assert resource.startswith(tuple(f"{b}/" for b in buckets)), resource
-                assert set(actions) <= {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, statement
+                assert set(actions) <= {
+                    "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:PutObjectTagging"
+                }, statement  # fmt: skip
+        if "s3:PutObjectTagging" in actions:  # failed originals, for the lifecycle: those prefixes only
+            upload = f"arn:aws:s3:::{env['UPLOAD_BUCKET']}"
+            assert function in ("resize", "reconcile") and actions == ["s3:PutObjectTagging"]
+            assert sorted(resources) == [f"{upload}/originals/*", f"{upload}/uploads/*"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -23,9 +23,7 @@ from playwright.sync_api import expect
 
 from tests.support import Stack
 from tests.test_browser import (
-    DOCS,
     PHONE,
-    browser,  # noqa: F401 (the fixture)
     open_page,
     scene,
     shot,
@@ -35,6 +33,7 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / ".cache" / "bench" / "corpus"
+DOCS = ROOT / "docs"
 LAPTOP = {"width": 1280, "height": 900}
 VIEWPORTS = {"laptop": (LAPTOP, {}), "phone": (PHONE, {"is_mobile": True, "has_touch": True})}
 
@@ -116,7 +115,7 @@ def shelf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.stop()
 
 
-def open_gallery(browser: Any, shelf: Stack, device: str) -> tuple[Any, Any]:  # noqa: F811
+def open_gallery(browser: Any, shelf: Stack, device: str) -> tuple[Any, Any]:
     viewport, extra = VIEWPORTS[device]
     page, watch = open_page(browser, shelf, viewport, **extra)
     settled(page)
@@ -224,7 +223,7 @@ def settled(page: Any) -> None:
 
 @pytest.mark.parametrize("device", list(VIEWPORTS))
 def test_justified_rows_show_whole_photos_filling_each_row(
-    browser: Any,  # noqa: F811
+    browser: Any,
     shelf: Stack,
     device: str,
 ) -> None:
@@ -256,7 +255,7 @@ def test_justified_rows_show_whole_photos_filling_each_row(
 
 @pytest.mark.parametrize("device", list(VIEWPORTS))
 def test_the_switch_shows_the_square_grid_and_is_remembered(
-    browser: Any,  # noqa: F811
+    browser: Any,
     shelf: Stack,
     device: str,
 ) -> None:
@@ -302,7 +301,7 @@ def refresh_now(page: Any) -> None:
     page.wait_for_timeout(200)
 
 
-def test_rows_follow_new_and_deleted_photos_and_the_window(browser: Any, shelf: Stack) -> None:  # noqa: F811
+def test_rows_follow_new_and_deleted_photos_and_the_window(browser: Any, shelf: Stack) -> None:
     page, watch = open_gallery(browser, shelf, "laptop")
     try:
         # A refresh that brings nothing new writes nothing: no style, no sizes, no relayout.
@@ -354,7 +353,7 @@ def test_rows_follow_new_and_deleted_photos_and_the_window(browser: Any, shelf: 
         page.context.close()
 
 
-def test_tiles_without_a_photo_yet_have_sensible_shapes(browser: Any, shelf: Stack) -> None:  # noqa: F811
+def test_tiles_without_a_photo_yet_have_sensible_shapes(browser: Any, shelf: Stack) -> None:
     page, watch = open_gallery(browser, shelf, "phone")
     held: list[Any] = []
 
@@ -415,7 +414,7 @@ def test_tiles_without_a_photo_yet_have_sensible_shapes(browser: Any, shelf: Sta
         page.context.close()
 
 
-def test_without_javascript_the_photos_are_whole_in_rows(browser: Any, shelf: Stack) -> None:  # noqa: F811
+def test_without_javascript_the_photos_are_whole_in_rows(browser: Any, shelf: Stack) -> None:
     context = browser.new_context(viewport=LAPTOP, java_script_enabled=False)
     try:
         page = context.new_page()
@@ -438,7 +437,7 @@ def test_without_javascript_the_photos_are_whole_in_rows(browser: Any, shelf: St
 # --- screenshots -----------------------------------------------------------------------------
 
 
-def test_screenshots_of_both_layouts(browser: Any, shelf: Stack) -> None:  # noqa: F811
+def test_screenshots_of_both_layouts(browser: Any, shelf: Stack) -> None:
     page, watch = open_gallery(browser, shelf, "laptop")
     try:
         assert_justified(page, shelf)

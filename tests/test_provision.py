@@ -12,7 +12,7 @@ from moto import mock_aws
 
 from tools import deployment
 from tools.provision import (
-    UNPROCESSED_UPLOAD_DAYS,
+    FAILED_UPLOAD_DAYS,
     bucket_region,
     main,
     provision,
@@ -64,7 +64,9 @@ def test_creates_private_buckets_with_cors_and_lifecycle(s3: Any) -> None:
     [image_cors] = state(s3, IMAGES)["cors"]
     assert image_cors["AllowedOrigins"] == [GALLERY]
     assert sorted(image_cors["AllowedMethods"]) == ["GET", "HEAD"]
-    [rule] = s3.get_bucket_lifecycle_configuration(Bucket=UPLOADS)["Rules"]
+    rule = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=UPLOADS)["Rules"]}[
+        "abort-abandoned-uploads"
+    ]
     assert rule["Status"] == "Enabled" and rule["Filter"] == {"Prefix": "uploads/"}
     assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
 
@@ -127,20 +129,23 @@ def test_command_line_provisions_a_stage(
     )
 
 
-def test_uploads_never_processed_expire_only_when_originals_are_deleted(s3: Any) -> None:
-    """With DELETE_ORIGINALS each ready original leaves uploads/, so what stays there never became
-    an image; without it, ready originals live there too and nothing may expire."""
-    provision(s3, UPLOADS, IMAGES, [GALLERY])
-    rules = s3.get_bucket_lifecycle_configuration(Bucket=UPLOADS)["Rules"]
-    assert [r["ID"] for r in rules] == ["abort-abandoned-uploads"]
-    done = provision(s3, UPLOADS, IMAGES, [GALLERY], delete_originals=True)
+@pytest.mark.parametrize("delete_originals", [False, True])
+def test_only_originals_tagged_failed_expire(s3: Any, delete_originals: bool) -> None:
+    """Originals of uploads that never became images carry the tag processing puts on them: under
+    both prefixes they, and only they, expire after FAILED_UPLOAD_DAYS, whatever DELETE_ORIGINALS
+    says; the multipart rule stays."""
+    from chalicelib.storage import FAILED_TAG
+
+    done = provision(s3, UPLOADS, IMAGES, [GALLERY], delete_originals=delete_originals)
     rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=UPLOADS)["Rules"]}
-    expiry = rules["expire-uploads-never-processed"]
-    assert expiry["Filter"] == {"Prefix": "uploads/"} and expiry["Expiration"] == {
-        "Days": UNPROCESSED_UPLOAD_DAYS
-    }
-    assert "abort-abandoned-uploads" in rules
-    assert f"expire after {UNPROCESSED_UPLOAD_DAYS} days" in done[-1]
+    assert sorted(rules) == ["abort-abandoned-uploads", "expire-failed-originals", "expire-failed-uploads"]
+    tag = {"Key": FAILED_TAG[0], "Value": FAILED_TAG[1]}
+    expiring = [r for r in rules.values() if "Expiration" in r]
+    assert sorted(r["Filter"]["And"]["Prefix"] for r in expiring) == ["originals/", "uploads/"]
+    for rule in expiring:
+        assert rule["Status"] == "Enabled" and rule["Filter"]["And"]["Tags"] == [tag]
+        assert rule["Expiration"] == {"Days": FAILED_UPLOAD_DAYS} and "Prefix" not in rule["Filter"]
+    assert f"expire after {FAILED_UPLOAD_DAYS} days" in done[-1]
     # Only the upload bucket: renditions are never expired.
     with pytest.raises(s3.exceptions.ClientError, match="NoSuchLifecycleConfiguration"):
         s3.get_bucket_lifecycle_configuration(Bucket=IMAGES)

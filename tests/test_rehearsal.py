@@ -456,8 +456,14 @@ def test_upload_lifecycle_and_log_retention(rehearsal: Rehearsal) -> None:
     target, s3, logs = rehearsal.target(), rehearsal.client("s3"), rehearsal.client("logs")
     rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=target.upload_bucket)["Rules"]}
     assert rules["abort-abandoned-uploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
-    # dev keeps originals (DELETE_ORIGINALS=false): nothing under uploads/ may expire.
-    assert not any("Expiration" in r for r in rules.values())
+    # dev keeps originals (DELETE_ORIGINALS=false): only those tagged failed (never images) expire.
+    expiring = {r["Filter"]["And"]["Prefix"]: r for r in rules.values() if "Expiration" in r}
+    assert sorted(expiring) == ["originals/", "uploads/"]
+    assert all(
+        r["Filter"]["And"]["Tags"] == [{"Key": "imageshelf-state", "Value": "failed"}]
+        and r["Expiration"] == {"Days": 30}
+        for r in expiring.values()
+    )
     days = rehearsal.config()["stages"][STAGE]["log_retention_days"]
     for fn in functions_of(rehearsal).values():
         [group] = logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{fn['FunctionName']}")[

@@ -187,38 +187,40 @@ def store_token(ssm: Any, stage: str, kind: str, project_dir: Path = ROOT) -> tu
     return name, token
 
 
-def upload_token_hint(ssm: Any, stage: str, project_dir: Path = ROOT, region: str = "") -> str | None:
-    """What to do when the stage asks for an upload token and the parameter is not there yet."""
-    name = stage_environment(stage, project_dir).get("UPLOAD_TOKEN_PARAMETER")
+_TOKENS = {
+    # setting -> (make target, what is off until the token exists)
+    "ADMIN_TOKEN_PARAMETER": ("admin-token", "deletion is off"),
+    "UPLOAD_TOKEN_PARAMETER": ("upload-token", "uploads are refused"),
+}
+
+
+def token_hint(ssm: Any, stage: str, setting: str, project_dir: Path = ROOT, region: str = "") -> str | None:
+    """What to do when the stage reads a token from SSM (``setting``) and the parameter is not
+    there yet; None when it is, or when the stage does not use that token."""
+    name = stage_environment(stage, project_dir).get(setting)
     if not name:
         return None
     from botocore.exceptions import ClientError
 
+    target, effect = _TOKENS[setting]
     try:
         ssm.get_parameter(Name=name)
     except ssm.exceptions.ParameterNotFound:
         where = f" REGION={region}" if region else ""
-        return f"uploads are refused until the upload token exists: make upload-token STAGE={stage}{where}"
-    except ClientError as error:
-        return f"could not check the upload token {name} ({error.response['Error']['Code']})"
+        return f"{effect} until the {target.replace('-', ' ')} exists: make {target} STAGE={stage}{where}"
+    except ClientError as error:  # the deploy itself worked: say what is unknown, do not fail
+        return f"could not check the {target.replace('-', ' ')} {name} ({error.response['Error']['Code']})"
     return None
 
 
 def admin_token_hint(ssm: Any, stage: str, project_dir: Path = ROOT, region: str = "") -> str | None:
-    """What to do when the stage reads its token from SSM and the parameter is not there yet."""
-    name = stage_environment(stage, project_dir).get("ADMIN_TOKEN_PARAMETER")
-    if not name:
-        return None
-    from botocore.exceptions import ClientError
+    """``token_hint`` for the admin token."""
+    return token_hint(ssm, stage, "ADMIN_TOKEN_PARAMETER", project_dir, region)
 
-    try:
-        ssm.get_parameter(Name=name)
-    except ssm.exceptions.ParameterNotFound:
-        where = f" REGION={region}" if region else ""
-        return f"deletion is off until the admin token exists: make admin-token STAGE={stage}{where}"
-    except ClientError as error:  # the deploy itself worked: say what is unknown, do not fail
-        return f"could not check the admin token {name} ({error.response['Error']['Code']})"
-    return None
+
+def upload_token_hint(ssm: Any, stage: str, project_dir: Path = ROOT, region: str = "") -> str | None:
+    """``token_hint`` for the upload token."""
+    return token_hint(ssm, stage, "UPLOAD_TOKEN_PARAMETER", project_dir, region)
 
 
 def aws_session(region: str | None = None) -> Any:

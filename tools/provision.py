@@ -9,16 +9,20 @@ API's origin, which is only known after the first deploy).
 The buckets are made here, not by Chalice: Chalice only subscribes the resize function to an
 existing bucket, and ``chalice delete`` must never take the images with it.
 
-Lifecycle of the upload bucket, under ``uploads/``:
+Lifecycle of the upload bucket:
 
-- multipart uploads never completed are aborted after ``ABANDONED_UPLOAD_DAYS`` (their parts are
-  billed and invisible);
-- with ``DELETE_ORIGINALS`` on, each original is deleted once its renditions exist, so whatever is
-  still under ``uploads/`` after ``UNPROCESSED_UPLOAD_DAYS`` never became an image (refused, or
-  never processed): it expires. 14 days is as long as the resize function's dead-letter queue
-  keeps a failed event (SQS's maximum), so an upload expires only once nothing can re-drive it.
-  With ``DELETE_ORIGINALS`` off the originals of ready images live under the same prefix, and a
-  lifecycle rule cannot tell them apart: there is no expiry then (docs/deploy.md).
+- multipart uploads under ``uploads/`` never completed are aborted after ``ABANDONED_UPLOAD_DAYS``
+  (their parts are billed and invisible);
+- originals that never became images expire ``FAILED_UPLOAD_DAYS`` after they were uploaded. An
+  upload that never became an image is one whose processing ended ``failed`` (not an image,
+  corrupt, too large, ``processing_timeout``...): processing tags its original
+  ``imageshelf-state=failed`` (``chalicelib/storage.py`` ``FAILED_TAG``), and one rule per prefix
+  (``uploads/``, ``originals/``) expires what carries that tag. A ready image's original never
+  does, whatever ``DELETE_ORIGINALS`` says; an upload not settled yet is re-driven by the
+  reconciler until it is ready or ``failed``. Once the original has expired, the reconciler's
+  sweep removes the failed record. 30 days: the failure stays visible, with its reason, long
+  enough for whoever uploaded it to notice and upload again, and outlives the dead-letter queue's
+  14 days (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ABANDONED_UPLOAD_DAYS = 1
-UNPROCESSED_UPLOAD_DAYS = 14
+FAILED_UPLOAD_DAYS = 30
+# Kept in step with chalicelib/storage.py FAILED_TAG (tests/test_provision.py checks it): the
+# provisioning tools do not import the app's package.
+FAILED_TAG = {"Key": "imageshelf-state", "Value": "failed"}
 
 
 def stage_environment(stage: str, project_dir: Path = ROOT) -> dict[str, str]:
@@ -51,7 +58,8 @@ def provision(
 
     With no origins the CORS rules are left as they are: a first deploy does not know the
     gallery's origin yet (see ``tools/deploy.py``). ``delete_originals`` (the stage's
-    ``DELETE_ORIGINALS``) adds the expiry of uploads that never became images.
+    ``DELETE_ORIGINALS``) no longer changes the lifecycle: failed originals expire by their tag
+    in every stage.
     """
     done = []
     for bucket in (upload_bucket, images_bucket):
@@ -79,16 +87,15 @@ def provision(
     if origins:
         _cors(s3, upload_bucket, images_bucket, origins)
     s3.put_bucket_lifecycle_configuration(
-        Bucket=upload_bucket, LifecycleConfiguration={"Rules": lifecycle_rules(delete_originals)}
+        Bucket=upload_bucket, LifecycleConfiguration={"Rules": lifecycle_rules()}
     )
     cors = f"CORS for {', '.join(origins)}" if origins else "CORS unchanged: no origins given"
     done.append(f"configured s3://{upload_bucket} and s3://{images_bucket} (private, {cors})")
-    if delete_originals:
-        done.append(f"uploads that never became images expire after {UNPROCESSED_UPLOAD_DAYS} days")
+    done.append(f"uploads that never became images (tagged failed) expire after {FAILED_UPLOAD_DAYS} days")
     return done
 
 
-def lifecycle_rules(delete_originals: bool) -> list[dict[str, Any]]:
+def lifecycle_rules() -> list[dict[str, Any]]:
     """The upload bucket's lifecycle rules (see the module's docstring)."""
     rules: list[dict[str, Any]] = [
         {
@@ -98,13 +105,13 @@ def lifecycle_rules(delete_originals: bool) -> list[dict[str, Any]]:
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABANDONED_UPLOAD_DAYS},
         }
     ]
-    if delete_originals:
+    for prefix in ("uploads/", "originals/"):
         rules.append(
             {
-                "ID": "expire-uploads-never-processed",
+                "ID": f"expire-failed-{prefix.rstrip('/')}",
                 "Status": "Enabled",
-                "Filter": {"Prefix": "uploads/"},
-                "Expiration": {"Days": UNPROCESSED_UPLOAD_DAYS},
+                "Filter": {"And": {"Prefix": prefix, "Tags": [dict(FAILED_TAG)]}},
+                "Expiration": {"Days": FAILED_UPLOAD_DAYS},
             }
         )
     return rules
