@@ -23,6 +23,8 @@ reconciler, ends in the same state whatever a delete or an overwrite does meanwh
    a check that still found the original is in that listing, and whatever was written after it is
    removed by this delivery;
 9. settle: drop every other record and older versions' renditions, and the marker.
+10. a version settled ``failed``: tag its original so the upload bucket's lifecycle expires it
+    (``_tag_failed``; a ready image's original never keeps that tag).
 
 S3 errors that survive the client's retries are raised, so Lambda retries the event (and the
 reconciler re-drives it later, a bounded number of times); problems with the image itself are

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,13 @@ class Rendition:
     content_type: str
     bytes: int
     frames: int = 1  # 1 for a still; an animated rendition has the original's frames
+    # Every format it is stored in, smallest first: {"content_type", "url", "bytes"} each (this
+    # one among them; a server before AVIF/WebP renditions sends none).
+    formats: tuple[dict[str, Any], ...] = ()
+
+    def url_for(self, content_type: str) -> str | None:
+        """The URL of this rendition in ``content_type`` (``"image/avif"``), or None."""
+        return next((f["url"] for f in self.formats if f.get("content_type") == content_type), None)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ class Image:
     original: Original
     renditions: tuple[Rendition, ...] = ()
     error: ErrorInfo | None = None
+    # What to paint before a rendition loads: {"color": "#rrggbb", "preview": "data:image/png;..."}.
+    placeholder: dict[str, str] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -65,8 +74,12 @@ class Image:
             status=data["status"],
             created_at=datetime.fromisoformat(data["created_at"].replace("Z", "+00:00")),
             original=_known(Original, data["original"]),
-            renditions=tuple(_known(Rendition, r) for r in data.get("renditions", [])),
+            renditions=tuple(
+                replace(_known(Rendition, r), formats=tuple(r.get("formats") or ()))
+                for r in data.get("renditions", [])
+            ),
             error=ErrorInfo(error["code"], error["message"]) if error else None,
+            placeholder=data.get("placeholder"),
             raw=data,
         )
 

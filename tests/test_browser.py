@@ -965,3 +965,18 @@ def test_chromium_downloads_the_avif_of_a_thumbnail(desktop: Any, stack: Stack) 
     thumb = image["renditions"][0]
     formats = {f["content_type"]: f["bytes"] for f in thumb["formats"]}
     assert formats["image/avif"] < formats["image/webp"] < formats["image/jpeg"] == thumb["bytes"]
+
+
+def test_an_iphone_heic_uploads_from_the_gallery(desktop: Any, tmp_path: Path) -> None:
+    """A real iPhone HEIC (tests/data/README.md) picked in the gallery: granted, uploaded, shown."""
+    page, _ = desktop
+    assert "image/heic" in (page.get_attribute("#file-input", "accept") or "")
+    name = f"IMG_{tag()}.HEIC"
+    path = tmp_path / name
+    path.write_bytes((ROOT / "tests" / "data" / "iphone-arrow.heic").read_bytes())
+    page.set_input_files("#file-input", [str(path)])
+    ready = wait_ready(page, name, timeout=30_000)
+    assert ready.locator(".info").text_content() == "3024 × 4032"
+    expect(ready.locator("a.tile")).to_have_class(re.compile(r"\bis-loaded\b"))
+    size = ready.locator("a.tile img").evaluate("(i) => [i.naturalWidth, i.naturalHeight]")
+    assert abs(size[0] / size[1] - 3 / 4) < 0.01  # upright: portrait, as the phone showed it

@@ -353,3 +353,19 @@ def test_import_a_folder_of_200_photos(
         kib = total_bytes / 1024
         print(f"\n[imageshelf import] 200 photos, {kib:.0f} KiB: {elapsed:.1f}s, {rate:.1f} images/s")
     assert elapsed < 60, f"importing 200 small photos took {elapsed:.1f}s"
+
+
+@pytest.mark.e2e
+def test_import_sends_an_iphone_heic_and_it_is_shown_upright(stack: Stack, tmp_path: Path) -> None:
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    (folder / "IMG_0001.HEIC").write_bytes(
+        (Path(__file__).parent / "data" / "iphone-arrow.heic").read_bytes()
+    )
+    code, out, _ = run("--url", stack.url, "import", str(folder), "--json")
+    assert code == 0, out
+    (result,) = json.loads(out)["results"]
+    code, out, _ = run("--url", stack.url, "get", result["id"], "--json")
+    image = json.loads(out)
+    assert image["status"] == "ready" and image["original"]["content_type"] == "image/heic"
+    assert (image["original"]["width"], image["original"]["height"]) == (3024, 4032)

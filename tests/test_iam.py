@@ -639,6 +639,20 @@ def test_config_points_each_function_at_its_policy(stage: str) -> None:
         assert functions[function]["iam_policy_file"] == f"policy-{stage}-{function}.json"
 
 
+@pytest.mark.parametrize("function", ["resize", "reconcile"])
+def test_tagging_failed_originals_needs_both_prefixes(function: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TagFailedOriginals names exactly the prefixes originals live under: without either one, an
+    original of that prefix that never became an image is left untagged, and never expires."""
+    document = policy("dev", function)
+    index = next(i for i, s in enumerate(document["Statement"]) if s["Sid"] == "TagFailedOriginals")
+    for prefix in ("uploads/", "originals/"):
+        statement = dict(document["Statement"][index])
+        statement["Resource"] = [r for r in statement["Resource"] if f"/{prefix}" not in r]
+        narrowed = {**document, "Statement": [*without(document, index)["Statement"], statement]}
+        failures = run_paths("dev", function, narrowed, monkeypatch)
+        assert failures, f"no {function} path tags an original under {prefix}"
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_delete_originals_matches_policy(stage: str) -> None:
     """The resize policy may delete the originals ``aws s3 cp`` uploads get (``originals/``) exactly

@@ -114,3 +114,23 @@ def test_the_listing_shows_each_images_placeholder_with_no_call_per_image(client
         decode_preview(image["placeholder"]["preview"])
     one = json.loads(client.http.get(f"/images/{ids[0]}").body)
     assert one["placeholder"] == next(i for i in images if i["id"] == ids[0])["placeholder"]
+
+
+def test_the_python_client_exposes_the_placeholder_and_each_format(client: Any, aws: Any) -> None:
+    from imageshelf_client.models import Image as ClientImage
+
+    image_id = process(client, aws, photo_like(), "p.jpg")
+    shown = ClientImage.from_json(json.loads(client.http.get(f"/images/{image_id}").body))
+    assert shown.placeholder is not None and shown.placeholder["color"].startswith("#")
+    thumb = shown.rendition("thumb")
+    assert thumb is not None and thumb.content_type == "image/jpeg"
+    assert thumb.url_for("image/jpeg") == thumb.url
+    avif = thumb.url_for("image/avif")
+    assert avif is not None and avif.split("?")[0].endswith(".avif")
+    # an older server's JSON (no formats, no placeholder) still reads
+    old = json.loads(client.http.get(f"/images/{image_id}").body)
+    old.pop("placeholder")
+    for r in old["renditions"]:
+        r.pop("formats")
+    legacy = ClientImage.from_json(old)
+    assert legacy.placeholder is None and legacy.renditions[0].formats == ()
