@@ -21,28 +21,11 @@ from typing import Any
 from PIL import Image
 
 from bench.corpus import corpus
-from bench.quality import ssim
+from bench.quality import rendition_pixels, ssim
 from chalicelib import imaging
 
 SIZES = {"thumb": (400, 400), "large": (1600, 1600)}
 ALTERNATES = ("WEBP", "AVIF")
-
-
-def _pixels(data: bytes, box: tuple[int, int]) -> Image.Image:
-    """The pipeline's pixels just before encoding (the encoder is swapped for a recorder)."""
-    seen: list[Image.Image] = []
-    real = imaging._encode_still
-
-    def record(im: Image.Image) -> Any:
-        seen.append(im.copy())
-        return real(im)
-
-    imaging._encode_still = record
-    try:
-        imaging.render(data, [box])
-    finally:
-        imaging._encode_still = real
-    return seen[0].convert("RGB")
 
 
 def _encode(im: Image.Image, fmt: str) -> bytes:
@@ -70,7 +53,7 @@ def main() -> None:
     )
     print("rendition  format  median bytes  vs JPEG  median SSIM  median encode ms")
     for name, box in SIZES.items():
-        pixels = [_pixels(f.read_bytes(), box) for f in files]
+        pixels = [rendition_pixels(f.read_bytes(), box) for f in files]
         jpeg_bytes = 0.0
         for fmt in ("JPEG", *ALTERNATES):
             sizes, scores, times = [], [], []

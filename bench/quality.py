@@ -43,7 +43,7 @@ def ssim(a: Image.Image, b: Image.Image) -> float:
     return float(s.mean())
 
 
-def _rendition_pixels(data: bytes) -> Image.Image:
+def rendition_pixels(data: bytes, box: tuple[int, int]) -> Image.Image:
     """The pipeline's pixels just before encoding (the encoder is swapped for a recorder)."""
     seen: list[Image.Image] = []
     real = imaging._encode_still
@@ -54,7 +54,7 @@ def _rendition_pixels(data: bytes) -> Image.Image:
 
     imaging._encode_still = record
     try:
-        imaging.fit(data, BOX)
+        imaging.render(data, [box])
     finally:
         imaging._encode_still = real
     return seen[0].convert("RGB")
@@ -72,12 +72,12 @@ def main() -> None:
     refs = {f: _reference(f.read_bytes()) for f in files}
     for gap in (1.0, 1.5, 2.0):
         imaging.DRAFT_GAP = imaging.REDUCE_GAP = gap
-        scores = [ssim(_rendition_pixels(f.read_bytes()), refs[f]) for f in files]
+        scores = [ssim(rendition_pixels(f.read_bytes(), BOX), refs[f]) for f in files]
         print(f"  headroom {gap}: {statistics.median(scores):.4f} / {min(scores):.4f}")
     imaging.DRAFT_GAP = imaging.REDUCE_GAP = float(sys.argv[1]) if len(sys.argv) > 1 else 1.5
     print("\nJPEG quality (progressive, optimised, 4:2:0) vs the lossless thumbnail:")
     print("  q   median SSIM  min SSIM  median bytes")
-    thumbs = [_rendition_pixels(f.read_bytes()) for f in files]
+    thumbs = [rendition_pixels(f.read_bytes(), BOX) for f in files]
     for q in (60, 70, 75, 80, 82, 85, 90, 95):
         scores, sizes = [], []
         for t in thumbs:

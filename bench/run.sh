@@ -19,4 +19,5 @@ fi
 
 "$PY" -m bench.corpus >/dev/null   # .cache/bench/corpus/, from pinned Debian wallpaper packages
 "$PY" -m bench.formats             # bytes per rendition format at equal SSIM, encode time per upload
+"$PY" -m bench.first_paint         # time to the first painted tile on a gallery of 500 images
 exec "$PY" -m bench.bench "$@"
