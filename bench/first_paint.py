@@ -47,7 +47,7 @@ window.__paint = {};
   if (tile && window.__paint.tile === undefined) window.__paint.tile = now;
   const img = Array.from(document.querySelectorAll('#grid img')).find(i => i.complete && i.naturalWidth);
   if (img && window.__paint.image === undefined) window.__paint.image = now;
-  if (window.__paint.image === undefined) requestAnimationFrame(frame);
+  if (window.__paint.image === undefined || window.__paint.tile === undefined) requestAnimationFrame(frame);
 })();
 """
 
@@ -95,7 +95,11 @@ def main() -> None:
                     context.add_init_script(_PROBE)
                     page = context.new_page()
                     page.goto(stack.url + "/")
-                    page.wait_for_function("() => window.__paint && window.__paint.image !== undefined")
+                    page.wait_for_function(
+                        "() => window.__paint && window.__paint.image !== undefined"
+                        " && window.__paint.tile !== undefined"
+                        " && performance.getEntriesByName('first-contentful-paint').length > 0"
+                    )
                     paint = page.evaluate(
                         "() => ({fcp: performance.getEntriesByName('first-contentful-paint')[0]?.startTime,"
                         " tile: window.__paint.tile, image: window.__paint.image})"
