@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,9 @@ from .errors import ImageshelfError, too_large
 from .filenames import clean_filename
 
 _FIELDS = ("filename", "content_type", "size", "method")
+# "Not blank" as the OpenAPI pattern \S means it (ECMA-262 white space, not Python's, which also
+# counts the separators \x1c-\x1f); control characters are then removed by clean_filename.
+_NOT_BLANK = re.compile("[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]")
 _EXAMPLE = '{"filename": "cat.jpg", "content_type": "image/jpeg", "size": 123456}'
 # Parsed as JSON whatever the client calls it (curl -d sends form-urlencoded).
 REQUEST_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
@@ -35,7 +39,7 @@ def parse_request(body: bytes | None, settings: Settings) -> dict[str, Any]:
             "invalid_request", f"Unknown field {unknown[0]!r}; the fields are {', '.join(_FIELDS)}."
         )
     filename = request.get("filename")
-    if not isinstance(filename, str) or not filename.strip():
+    if not isinstance(filename, str) or not _NOT_BLANK.search(filename):
         raise ImageshelfError(
             "invalid_request", "'filename' is required: the photo's file name, e.g. cat.jpg."
         )

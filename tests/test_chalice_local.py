@@ -74,8 +74,13 @@ def chalice_local(embedded_s3: str, tmp_path: Path) -> Iterator[tuple[subprocess
         yield process, port
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=30)
+            # SIGTERM: the wrapper stops chalice local's whole process group, escalating to SIGKILL.
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
         log.close()
 
 
