@@ -279,6 +279,9 @@ def test_an_interrupted_import_carries_on_where_it_stopped(stack: Stack, tmp_pat
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell running the suite in the background (CI) ignores SIGINT for its children; Ctrl-C
+        # in a terminal reaches the command with the default action, which this restores.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while len(manifests.Manifest(stack.url).entries) < before + 1:  # the first is up: Ctrl-C
