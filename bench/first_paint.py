@@ -25,18 +25,8 @@ from pathlib import Path
 import requests
 from PIL import Image, ImageDraw
 
-from tools.stack import Stack
+from tools.stack import CHROMIUM, CHROMIUM_ARGS, Stack
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Run in the page before anything else: record when a tile first shows its placeholder colour,
 # and when a grid thumbnail first has decoded pixels, frame by frame.
 _PROBE = """

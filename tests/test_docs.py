@@ -471,7 +471,8 @@ def save_for_docs(path: Path, target: Path, limit: int = 280_000) -> None:
 
 @pytest.mark.browser
 def test_the_docs_screenshots_show_a_first_run(tmp_path: Path) -> None:
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE
+    from tests.test_browser import DESKTOP, PHONE
+    from tools.stack import CHROMIUM, CHROMIUM_ARGS
 
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")

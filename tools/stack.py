@@ -19,6 +19,20 @@ UPLOAD_BUCKET = "imageshelf-local-uploads"
 IMAGES_BUCKET = "imageshelf-local-images"
 
 
+# Debian's chromium, headless through Playwright (never a browser Playwright downloads), with the
+# flags it needs in a container; for the browser tests and bench/first_paint.py.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
