@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STAGE ?= dev
 
-.PHONY: run test lint load bench package deploy destroy provision admin-token upload-token reprocess reconcile clean
+.PHONY: run test lint load bench package deploy destroy provision admin-token upload-token render-key reprocess reconcile clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@if test -x $(PY); then echo "Updating .venv: the requirements changed (usually a few seconds)..."; \
@@ -62,6 +62,11 @@ admin-token: $(STAMP)
 # (UPLOAD_TOKEN_PARAMETER, docs/deploy.md): opens uploads to its holders, or rotates it.
 upload-token: $(STAMP)
 	$(PY) -m tools.deploy upload-token --stage $(STAGE) $(if $(REGION),--region $(REGION))
+
+# A new random render signing key in the stage's SSM parameter (RENDER_SIGNING_KEY_PARAMETER): renders
+# other than presets need URLs signed with it (docs/deploy.md, "Render key"); running it again rotates it.
+render-key: $(STAMP)
+	$(PY) -m tools.deploy render-key --stage $(STAGE) $(if $(REGION),--region $(REGION))
 
 # Backfill: images processed before today's settings get their placeholder and the WebP/AVIF copies
 # (RENDITION_FORMATS) of their renditions; idempotent. STAGE=prod with AWS credentials for a deployed stage.

@@ -8,7 +8,7 @@ from typing import Any
 from chalice import Chalice, Rate, Response
 from chalice.app import CloudWatchEvent, S3Event
 
-from chalicelib import gallery, http, images, openapi, processing, storage, uploads
+from chalicelib import gallery, http, images, microservice, openapi, processing, renders, storage, uploads
 from chalicelib import reconcile as reconciler
 from chalicelib.config import get_settings, upload_bucket_name
 
@@ -56,6 +56,37 @@ def delete_image(image_id: str) -> Response:
     return http.no_content()
 
 
+@app.route("/images/{image_id}/render", cors=CORS)
+@http.json_errors
+def render_image(image_id: str) -> Response:
+    return _render(image_id)
+
+
+@app.route("/images/{image_id}/info", cors=CORS)
+@http.json_errors
+def image_info(image_id: str) -> dict[str, Any]:
+    return renders.info(image_id, get_settings())
+
+
+@app.route("/sample/render", cors=CORS)
+@http.json_errors
+def render_sample() -> Response:
+    return _render(renders.SAMPLE)
+
+
+@app.route("/sample/info", cors=CORS)
+@http.json_errors
+def sample_info() -> dict[str, Any]:
+    return renders.info(renders.SAMPLE, get_settings())
+
+
+def _render(subject: str) -> Response:
+    request = http.current(app)
+    params, accept = http.query_lists(request), http.header(request, "accept")
+    rendered = renders.render(subject, params, accept, get_settings())
+    return http.redirect(rendered.url, rendered.vary_accept)
+
+
 @app.route("/")
 @http.json_errors
 def gallery_page() -> Response:
@@ -83,3 +114,10 @@ def resize(event: S3Event) -> None:
 @app.schedule(Rate(5, unit=Rate.MINUTES))
 def reconcile(event: CloudWatchEvent) -> None:
     reconciler.run(get_settings(), line_log=app.log)
+
+
+# imageshelf as an image-operations microservice: other AWS services and SDK clients invoke it
+# with {"operation": "resize", "id": ..., "w": 800} and get JSON with URLs (chalicelib/microservice.py).
+@app.lambda_function(name="operations")
+def operations(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return microservice.invoke(event, get_settings())

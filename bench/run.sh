@@ -19,5 +19,7 @@ fi
 
 "$PY" -m bench.corpus >/dev/null   # .cache/bench/corpus/, from pinned Debian wallpaper packages
 "$PY" -m bench.formats             # bytes per rendition format at equal SSIM, encode time per upload
+"$PY" -m bench.render              # on-demand renders: a 24 MP miss vs pyvips; AVIF/WebP bytes at equal SSIM
 "$PY" -m bench.first_paint         # time to the first painted tile on a gallery of 500 images
+"$PY" -m bench.render_hit          # a cached on-demand render vs GET /ping on the local stack
 exec "$PY" -m bench.bench "$@"

@@ -108,6 +108,18 @@ def upload_token(settings: Settings) -> str:
     return token
 
 
+def render_signing_key(settings: Settings) -> str:
+    """The key on-demand renders are signed with (``RENDER_SIGNING_KEY``, or the SSM parameter's
+    value, cached); ``""`` when the stage has none, or its parameter does not exist yet."""
+    if not settings.render_signing_required:
+        return ""
+    key = _token(settings.render_signing_key, settings.render_signing_key_parameter)
+    if not key and settings.render_signing_key_parameter:
+        log.warning("render signing key not set: SSM parameter %s does not exist or is empty",
+                    settings.render_signing_key_parameter)  # fmt: skip
+    return key
+
+
 def _matches(presented: str, token: str) -> bool:
     return bool(token) and hmac.compare_digest(presented.encode(), token.encode())
 
@@ -142,7 +154,7 @@ def _read_parameter(name: str) -> str:
 
     # A new session and client per read (boto3's default session is not thread-safe): reads are
     # rare, and credentials or endpoints (tests, the local stack) may have changed since the last.
-    # Few, short attempts: the API function has 15 s in all.
+    # Few, short attempts: the API function has 28 s in all.
     ssm = boto3.session.Session().client(
         "ssm",
         region_name=aws_target().region,

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .operations import Spec, default_presets, parse_presets
+
 MIB = 1024 * 1024
 
 _ENV_NAMES = (
@@ -39,6 +41,9 @@ _ENV_NAMES = (
     "RECONCILE_ATTEMPTS",
     "RECONCILE_BATCH",
     "RECONCILE_SWEEP_KEYS",
+    "RENDER_PRESETS",
+    "RENDER_SIGNING_KEY",
+    "RENDER_SIGNING_KEY_PARAMETER",
 )
 
 _RENDITION = re.compile(r"^([a-z][a-z0-9_-]{0,31}):([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
@@ -83,6 +88,11 @@ class Settings:
     reconcile_attempts: int = 3
     reconcile_batch: int = 10
     reconcile_sweep_keys: int = 1000
+    # On-demand renders (operations.py): the named presets anyone may ask for (the defaults plus
+    # RENDER_PRESETS), and the key other parameter sets must be signed with ("": none needed).
+    render_presets: tuple[tuple[str, Spec], ...] = tuple(default_presets().items())
+    render_signing_key: str = ""
+    render_signing_key_parameter: str = ""
 
     @property
     def deletion_enabled(self) -> bool:
@@ -91,6 +101,10 @@ class Settings:
     @property
     def upload_token_required(self) -> bool:
         return bool(self.upload_token or self.upload_token_parameter)
+
+    @property
+    def render_signing_required(self) -> bool:
+        return bool(self.render_signing_key or self.render_signing_key_parameter)
 
 
 def get_settings() -> Settings:
@@ -158,11 +172,19 @@ def _settings_from(values: tuple[str | None, ...]) -> Settings:
         reconcile_batch=_int(env, "RECONCILE_BATCH", defaults.reconcile_batch, 1, 1000),
         # One ListObjectsV2 call returns at most 1,000 keys.
         reconcile_sweep_keys=_int(env, "RECONCILE_SWEEP_KEYS", defaults.reconcile_sweep_keys, 10, 1000),
+        render_presets=_presets(env, "RENDER_PRESETS", defaults.render_presets),
+        render_signing_key=env.get("RENDER_SIGNING_KEY", ""),
+        render_signing_key_parameter=_parameter_name(env, "RENDER_SIGNING_KEY_PARAMETER"),
     )
     if settings.admin_token and settings.admin_token_parameter:
         raise ConfigError(
             "ADMIN_TOKEN and ADMIN_TOKEN_PARAMETER are both set: keep one (the parameter on AWS, "
             "so the token is not in .chalice/config.json)"
+        )
+    if settings.render_signing_key and settings.render_signing_key_parameter:
+        raise ConfigError(
+            "RENDER_SIGNING_KEY and RENDER_SIGNING_KEY_PARAMETER are both set: keep one (the "
+            "parameter on AWS, so the key is not in .chalice/config.json)"
         )
     if settings.upload_token and settings.upload_token_parameter:
         raise ConfigError(
@@ -210,6 +232,18 @@ def parse_rendition_formats(spec: str) -> tuple[str, ...]:
 
 
 _RENDITION_FORMATS = {"jpeg": "", "png": "", "webp": "WEBP", "avif": "AVIF"}
+
+
+def _presets(
+    env: dict[str, str], name: str, default: tuple[tuple[str, Spec], ...]
+) -> tuple[tuple[str, Spec], ...]:
+    if name not in env:
+        return default
+    try:
+        added = parse_presets(env[name])
+    except ValueError as error:
+        raise ConfigError(f"{name}: {error}") from None
+    return tuple((dict(default) | added).items())
 
 
 def _base_url(env: dict[str, str], name: str) -> str:

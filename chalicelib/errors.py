@@ -12,6 +12,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     "file_too_large": 413,
     "unsupported_media_type": 415,
+    # renders and details of an image that has no pixels to show (yet)
+    "image_pending": 409,
+    "image_failed": 409,
+    "render_busy": 503,
     # image errors (recorded on a failed image; 422 if ever raised by a route)
     "empty_file": 422,
     "not_an_image": 422,

@@ -36,3 +36,11 @@ def encode_filename(filename: str) -> str:
 def decode_filename(encoded: str) -> str:
     """The filename an upload's metadata carries, cleaned (any client may have written it)."""
     return clean_filename(unquote(encoded))
+
+
+def content_disposition(filename: str, attachment: bool = False) -> str:
+    """A ``Content-Disposition`` naming ``filename``: an ASCII fallback for old clients and the
+    exact name RFC 6266 style (``filename*``), so any name survives and none can break the header."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in filename)
+    kind = "attachment" if attachment else "inline"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -116,14 +116,14 @@ def by_pillow(pillow_format: str) -> Format | None:
 
 
 def for_upload(content_type: str) -> Format | None:
-    """The uploadable format whose content type a client declared (any case, parameters ignored)."""
-    mime = content_type.split(";")[0].strip().lower()
-    fmt = BY_MIME.get(mime)
-    return fmt if fmt is not None and fmt.upload and fmt.mime == mime else None
+    """The uploadable format whose content type a client declared (any case, parameters ignored),
+    by its canonical name or an alias in use (``image/heif``, which many tools write for HEIC)."""
+    fmt = BY_MIME.get(content_type.split(";")[0].strip().lower())
+    return fmt if fmt is not None and fmt.upload else None
 
 
 def upload_types() -> tuple[str, ...]:
-    """The content types a client may declare for an upload, canonical names only."""
+    """The uploadable content types by their canonical names (``for_upload`` takes aliases too)."""
     return tuple(f.mime for f in UPLOADS)
 
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from chalice import Response
 
-from . import formats, storage
+from . import formats, operations, storage
 from .config import Settings
 from .errors import ImageshelfError
 
@@ -165,7 +165,37 @@ def page_config(first_page: dict[str, Any], settings: Settings) -> dict[str, Any
         "uploadTokenRequired": settings.upload_token_required,
         "errors": error_words(settings),
         "firstPage": first_page,
+        # The lightbox: the view-<N> preset sides it picks from, and the converted copies its
+        # Download menu offers (also read by templates/gallery.html to write the menu's items).
+        "viewSides": view_sides(settings),
+        "downloads": downloads(settings),
+        # What people call each format, by its name (an info answer's) and its MIME types.
+        "formatLabels": {key: f.label for f in formats.FORMATS for key in (f.name, f.mime, *f.aliases)},
     }
+
+
+def view_sides(settings: Settings) -> list[int]:
+    """The sides of the ``view-<N>`` presets this stage has, smallest first: the lightbox asks for
+    the smallest covering the screen (presets need no signature where renders must be signed)."""
+    presets = dict(settings.render_presets)
+    return sorted(side for side in operations.VIEW_SIDES if f"view-{side}" in presets)
+
+
+def downloads(settings: Settings) -> list[dict[str, Any]]:
+    """The Download menu's converted copies: each output format of the registry that this stage
+    has a preset of the same name for (``jpeg``, ``png``, ``webp``, ``avif``), with the box the
+    preset fits the photo in (so the menu can say how large the copy is)."""
+    presets = dict(settings.render_presets)
+    return [
+        {
+            "preset": f.name.lower(),
+            "label": f.label,
+            "extension": f.extension,
+            "box": list(presets[f.name.lower()].box()),
+        }
+        for f in formats.OUTPUTS
+        if f.name.lower() in presets
+    ]
 
 
 # The values of the card template that shows every state (the script clones that one).

@@ -103,6 +103,25 @@ def query(request: Request) -> dict[str, str]:
     return dict(request.query_params or {})
 
 
+def query_lists(request: Request) -> dict[str, list[str]]:
+    """The query string's parameters, each with all its values (``filter`` may repeat)."""
+    params = request.query_params
+    return {name: params.getlist(name) for name in params} if params else {}
+
+
+def header(request: Any, name: str) -> str | None:
+    return (getattr(request, "headers", None) or {}).get(name)
+
+
+def redirect(url: str, vary_accept: bool = False) -> Response:
+    """A 302 to a render. Cacheable for a few minutes: the URL it names (presigned for at least
+    half its life, or the CDN's) stays good far longer."""
+    headers: dict[str, str | list[str]] = {"Location": url, "Cache-Control": "public, max-age=300"}
+    if vary_accept:
+        headers["Vary"] = "Accept"
+    return Response(body="", status_code=302, headers=headers)
+
+
 def authorization(request: Any) -> str | None:
     """The request's ``Authorization`` header, if any (bearer tokens: chalicelib/auth.py)."""
     return (getattr(request, "headers", None) or {}).get("authorization")

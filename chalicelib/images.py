@@ -111,34 +111,39 @@ def page(params: dict[str, str] | None, settings: Settings) -> dict[str, Any]:
 
 def get(image_id: str, settings: Settings) -> dict[str, Any]:
     """``GET /images/{id}``: one image, or pending when only its upload exists yet."""
-    _check_id(image_id)
-    objects = storage.image_objects(image_id, settings)
+    check_id(image_id)
+    return to_json(current(image_id, storage.image_objects(image_id, settings), settings), settings)
+
+
+def current(image_id: str, objects: list[dict[str, Any]], settings: Settings) -> storage.Record:
+    """The image's record from its listed keys, or a pending one when only its upload exists yet;
+    ``not_found`` when there is neither, or it was deleted."""
     if any(storage.is_tombstone(obj["Key"]) for obj in objects):
-        raise _not_found(image_id)  # deleted, whatever a late delivery or a reused grant did since
+        raise not_found(image_id)  # deleted, whatever a late delivery or a reused grant did since
     record = storage.image_state(image_id, objects)
     if record is None:
         upload = storage.head_upload(storage.upload_key(image_id), settings)
         # Only an object a grant for this id could have written is this image's upload.
         if upload is None or storage.granted_id(upload.key, upload.last_modified, settings) != image_id:
-            raise _not_found(image_id)
+            raise not_found(image_id)
         record = storage.Record(id=image_id, status="pending", filename=upload.filename, bytes=upload.size)
-    return to_json(record, settings)
+    return record
 
 
 def delete(image_id: str, authorization: str | None, settings: Settings) -> None:
     """``DELETE /images/{id}``: needs ``Authorization: Bearer <admin token>``."""
     auth.require_admin(authorization, settings)
-    _check_id(image_id)
+    check_id(image_id)
     if not storage.delete_image(image_id, settings):
-        raise _not_found(image_id)
+        raise not_found(image_id)
 
 
-def _check_id(image_id: str) -> None:
+def check_id(image_id: str) -> None:
     # Validated before any S3 call: no user input reaches a key unchecked.
     if not storage.is_id(image_id):
-        raise _not_found(image_id)
+        raise not_found(image_id)
 
 
-def _not_found(image_id: str) -> ImageshelfError:
+def not_found(image_id: str) -> ImageshelfError:
     shown = image_id if len(image_id) <= 40 else image_id[:40] + "…"
     return ImageshelfError("not_found", f"No image has the id {shown!r}.")

@@ -305,6 +305,8 @@ def _open(data: bytes, limits: Limits) -> _Opened:
         _check_pixels(w, h, frames if animated else 1, limits)
         if fmt == "JPEG":
             _check_jpeg(im, data)
+        elif fmt in ("HEIF", "AVIF"):
+            _check_boxes(data, fmt)
         # Pillow's TIFF loader applies the orientation itself (size already swapped); others don't.
         orientation = 1 if fmt == "TIFF" else _orientation(im)
     except ImageshelfError:
@@ -458,6 +460,28 @@ def _check_jpeg(im: ImageFile.ImageFile, data: bytes) -> None:
             f"The JPEG declares {w}x{h} pixels but holds {held} bytes of image data, and a complete "
             f"one needs at least {-(-blocks // 8)}: the file is damaged or truncated. Upload the "
             "complete file.",
+        )
+
+
+def _check_boxes(data: bytes, fmt: str) -> None:
+    """A HEIF/AVIF file (ISO base media boxes) must hold every top-level box it declares: libheif
+    decodes a file cut short with its missing tiles filled in grey, and says nothing. (Bytes after
+    the last box are left alone, as after a JPEG's end.)"""
+    offset = 0
+    while offset + 8 <= len(data):
+        size = struct.unpack_from(">I", data, offset)[0]
+        if size == 1 and offset + 16 <= len(data):
+            size = struct.unpack_from(">Q", data, offset + 8)[0]
+        elif size == 0:  # the last box, to the end of the file
+            return
+        if size < 8:
+            break
+        offset += size
+    if offset > len(data):
+        raise _err(
+            "corrupt_image",
+            f"The {fmt} file holds {len(data)} bytes where its parts take {offset}: it is "
+            "truncated. Upload the complete file.",
         )
 
 

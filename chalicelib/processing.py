@@ -39,12 +39,15 @@ import resource
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import storage
 from .config import Settings
 from .errors import ImageshelfError, too_large
 from .timing import Stopwatch
+
+if TYPE_CHECKING:
+    from . import imaging
 
 log = logging.getLogger("imageshelf.processing")
 
@@ -393,6 +396,10 @@ def _render(
         timings=outcome.durations_ms,
         alternates=settings.rendition_formats,
     )
+    # GET /images/{id}/info answers from these: read now, while the bytes are here. The dominant
+    # colour comes from the smallest rendition's few pixels.
+    with outcome.timed("identify"):
+        details = _identify(data, limits, min(renditions, key=lambda r: r.width * r.height))
     del data
     with outcome.timed("write"):
         for (name, _), rendition in zip(settings.renditions, renditions, strict=True):
@@ -415,13 +422,32 @@ def _render(
         animated=any(r.animated for r in renditions),
         placeholder=info.placeholder,
         formats=",".join(settings.rendition_formats).lower() or None,
+        identified=details is not None or None,
+        details=details,
     )
 
 
+def _identify(data: bytes, limits: imaging.Limits, smallest: imaging.Encoded) -> dict[str, Any] | None:
+    """The original's details for GET /images/{id}/info; None (logged) if they cannot be read:
+    the renditions are good, and only the details are missing."""
+    try:
+        from . import transform
+
+        details: dict[str, Any] = transform.identify(
+            data, limits, pixels=None if smallest.animated else smallest.data
+        )
+    except Exception:
+        log.warning("could not read the details of an image that rendered", exc_info=True)
+        return None
+    return details
+
+
 def needs_reprocessing(record: storage.Record, settings: Settings) -> bool:
-    """A ready image processed before placeholders, or with other RENDITION_FORMATS than now."""
+    """A ready image processed before placeholders or details, or with other RENDITION_FORMATS."""
     wanted = ",".join(settings.rendition_formats).lower() or None
-    return record.status == "ready" and (record.placeholder is None or record.formats != wanted)
+    return record.status == "ready" and (
+        record.placeholder is None or record.formats != wanted or not record.identified
+    )
 
 
 def reprocess_image(image_id: str, settings: Settings, line_log: logging.Logger | None = None) -> Outcome:

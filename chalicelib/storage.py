@@ -17,12 +17,17 @@ Images bucket, everything about one image under ``{id}/``::
                                       ETag); ListObjectsV2 gives its size in bytes
     {id}/s/{status}.{fields}          the status record: status and the original's facts in
                                       the key name (base64url JSON), the full record as the body
+    {id}/x/{digest}                   an on-demand render (renders.py): {digest} hashes the
+                                      normalised parameters; the original's version is in its
+                                      metadata. Removed with the image, and when the original is
+                                      replaced; {id}/x/{digest}.lock while one is being made
     {id}/deleted                      the tombstone: the image was deleted; nothing under {id}/ is
                                       shown, and nothing is processed for it again
     ~todo/{id}                        the index of unsettled work (the reconciler's work list; a
                                       JSON body): an upload of this id has no final record yet, or
                                       its image was deleted and the tombstone is still to retire
     ~sweep                            the reconciler's orphan-sweep cursor
+    ~sample/x/{digest}                renders of the bundled sample photo (``GET /sample/render``)
 
 Listing a page therefore needs no GET or HEAD per image: one ``ListObjectsV2`` page holds
 every key of about 250 images, and each key name carries what the API shows. Ids sort
@@ -214,6 +219,9 @@ class Record:
     placeholder: str | None = None  # placeholder.make(): mean colour and preview (<= 264 chars)
     # The RENDITION_FORMATS it was processed with ("webp,avif"): tools/reprocess.py redoes others.
     formats: str | None = None
+    # True once the original's details (transform.identify) are in the body: GET /images/{id}/info.
+    identified: bool | None = None
+    details: dict[str, Any] | None = field(default=None, compare=False)  # the body only
     renditions: tuple[Rendition, ...] = field(default=(), compare=False)
 
     @property
@@ -236,6 +244,7 @@ _KEY_FIELDS = (
     "at",
     "placeholder",
     "formats",
+    "identified",
 )
 
 
@@ -526,11 +535,15 @@ def delete_upload(key: str, settings: Settings, etag: str | None = None) -> bool
     """Delete an object of the upload bucket; with ``etag``, only that version of it (S3's
     conditional delete), so a newer upload to the same key is never removed by mistake.
     False if it was not there, or held another version."""
+    return _delete_object(settings.upload_bucket, key, etag)
+
+
+def _delete_object(bucket: str, key: str, etag: str | None) -> bool:
     from botocore.exceptions import ClientError
 
     condition = {"IfMatch": f'"{etag}"'} if etag else {}
     try:
-        s3().delete_object(Bucket=settings.upload_bucket, Key=key, **condition)
+        s3().delete_object(Bucket=bucket, Key=key, **condition)
     except ClientError as error:
         if _is_missing(error) or _is_precondition(error):
             return False
@@ -753,6 +766,8 @@ def settle(
             records.append((_RANK[parsed.status], key))
         elif parsed.version != version:
             stale.append(key)  # another version of the original
+    if stale:  # the original was replaced: renders made from an older one go too
+        stale += [obj["Key"] for obj in listed if is_render_key(obj["Key"])]
     _delete_keys(settings.images_bucket, stale + [key for _, key in sorted(records)[:-1]])
 
 
@@ -916,6 +931,104 @@ def write_sweep_cursor(cursor: str, settings: Settings) -> None:
 def delete_keys(bucket: str, keys: list[str]) -> None:
     """Delete keys, 1,000 per DeleteObjects call."""
     _delete_keys(bucket, keys)
+
+
+# --- renders -----------------------------------------------------------------------------
+
+RENDERS = "x/"
+SAMPLE_OWNER = "~sample"  # the bundled sample photo's renders: bookkeeping, after every image
+RENDER_LEASE_STALE = 60  # seconds after which a render's lease is taken over (its maker died)
+
+
+def render_key(owner: str, digest: str) -> str:
+    """Where the render ``digest`` of ``owner`` (an image id, or SAMPLE_OWNER) is cached."""
+    return f"{owner}/{RENDERS}{digest}"
+
+
+def is_render_key(key: str) -> bool:
+    """An image's render or render lease (``{id}/x/...``)."""
+    return key[ID_LENGTH : ID_LENGTH + 1 + len(RENDERS)] == f"/{RENDERS}"
+
+
+def head_render(key: str, settings: Settings) -> dict[str, Any] | None:
+    """The cached render's HeadObject answer (type, size, metadata), None if not cached."""
+    from botocore.exceptions import ClientError
+
+    try:
+        head: dict[str, Any] = s3().head_object(Bucket=settings.images_bucket, Key=key)
+    except ClientError as error:
+        if _is_missing(error):
+            return None
+        raise
+    return head
+
+
+def put_render(
+    key: str, data: bytes, fmt: formats.Format, meta: dict[str, str], disposition: str, settings: Settings
+) -> None:
+    """Store a render (``meta``: the original's version and the size, as object metadata). Same
+    key, same parameters: racing writers store equivalent bytes, and S3 replaces an object
+    whole, so a reader never sees a mix."""
+    s3().put_object(
+        Bucket=settings.images_bucket,
+        Key=key,
+        Body=data,
+        ContentType=fmt.mime,
+        ContentDisposition=disposition,
+        Metadata=meta,
+        # Not immutable, unlike renditions: a replaced original is rendered again under the same key.
+        CacheControl="public, max-age=86400",
+    )
+
+
+def take_render_lease(key: str, settings: Settings, now: datetime | None = None) -> bool:
+    """Try to become the one maker of a render: create ``{key}.lock`` if absent (a conditional
+    PutObject), or take over a lease older than RENDER_LEASE_STALE. False: someone else has it."""
+    from botocore.exceptions import ClientError
+
+    lock = f"{key}.lock"
+    for _ in range(2):
+        try:
+            s3().put_object(Bucket=settings.images_bucket, Key=lock, Body=b"", IfNoneMatch="*")
+            return True
+        except ClientError as error:
+            if not _is_precondition(error):
+                raise
+        try:
+            head = s3().head_object(Bucket=settings.images_bucket, Key=lock)
+        except ClientError as error:
+            if _is_missing(error):
+                continue  # released meanwhile: try again
+            raise
+        age = ((now or datetime.now(UTC)) - head["LastModified"]).total_seconds()
+        if age < RENDER_LEASE_STALE:
+            return False
+        # Its maker died: remove exactly that lease (another taker may have replaced it).
+        if not delete_image_object(lock, settings, etag=head.get("ETag", "").strip('"')):
+            return False
+    return False
+
+
+def release_render_lease(key: str, settings: Settings) -> None:
+    delete_image_object(f"{key}.lock", settings)
+
+
+def delete_image_object(key: str, settings: Settings, etag: str | None = None) -> bool:
+    """Delete one key of the images bucket (only that version of it with ``etag``); False if
+    it was not there, or held another version."""
+    return _delete_object(settings.images_bucket, key, etag)
+
+
+def read_image_object(key: str, settings: Settings, limit: int) -> bytes:
+    """An object of the images bucket (a rendition), read no further than ``limit`` bytes."""
+    body = s3().get_object(Bucket=settings.images_bucket, Key=key)["Body"]
+    try:
+        data = body.read(limit + 1)
+    finally:
+        body.close()
+    if len(data) > limit:
+        raise too_large(len(data), limit)
+    return data
 
 
 # --- URLs ------------------------------------------------------------------------------

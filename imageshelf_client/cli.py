@@ -1,8 +1,10 @@
-"""``imageshelf``: upload, import, list, get and delete images from the command line.
+"""``imageshelf``: upload, import, list, get, render, identify and delete images from the command line.
 
     imageshelf upload cat.jpg dog.png --wait
     imageshelf import ~/Pictures/holiday --jobs 8     # again later: only what is new
     imageshelf list --all --json | jq '.images[].id'
+    imageshelf render sample --width 800 --format webp --filter sepia -o out.webp
+    imageshelf info sample
     IMAGESHELF_TOKEN=... imageshelf delete 0123456789abcdefghjk
 
 The server is ``--url`` or ``$IMAGESHELF_URL`` (default http://127.0.0.1:8000). Exit status:
@@ -24,7 +26,7 @@ from typing import Any, TextIO
 
 from .client import DEFAULT_URL, Client, ImageshelfError
 from .manifest import Manifest, sha256_of
-from .models import Image
+from .models import Image, ImageInfo
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif", ".heic", ".heif"}
@@ -85,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the upload token, where uploads need one (default: $IMAGESHELF_UPLOAD_TOKEN)",
     )
     common.add_argument(
+        "--render-key",
+        default=argparse.SUPPRESS,
+        help="the deployment's render signing key, to sign renders (default: $IMAGESHELF_RENDER_KEY)",
+    )
+    common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON on stdout, for scripts"
     )
     bars = common.add_mutually_exclusive_group()
@@ -104,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(
-        prog="imageshelf", parents=[common], description="Upload photos to imageshelf and manage them."
+        prog="imageshelf",
+        parents=[common],
+        description="Upload photos to imageshelf, manage them, render and identify them.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -140,6 +149,59 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("image_id", metavar="ID")
     get.add_argument("--wait", action="store_true", help="wait while it is pending")
     get.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+
+    render = commands.add_parser(
+        "render",
+        parents=[common],
+        help="download a render of an image: resized, cropped, converted or filtered",
+        description="Render an image (ID, or 'sample' for the bundled sample photo) on the server and "
+        "download it. Without -o it is saved as ID.EXT in the current folder (EXT from the type "
+        "the server sent: .jpg, .png, .webp, .avif, .gif); -o - writes it to stdout, which must not "
+        "be a terminal. Where the server asks for signed renders, pass --render-key (or use a "
+        "--preset, which needs no signature).",
+    )
+    render.add_argument("image_id", metavar="ID")
+    render.add_argument("--width", type=int, help="at most this wide, 1-4096 (never enlarged)")
+    render.add_argument("--height", type=int, help="at most this high, 1-4096 (never enlarged)")
+    render.add_argument(
+        "--fit",
+        help="contain (default: inside the box), cover (fill the box and crop) or fill (stretch); "
+        "cover and fill need --width and --height",
+    )
+    render.add_argument(
+        "--gravity", help="what cover keeps: center (default), north, south, east, west or smart"
+    )
+    render.add_argument(
+        "--format", help="jpeg, png, webp, avif or auto (default: as renditions are, JPEG or PNG)"
+    )
+    render.add_argument("--quality", type=int, help="1-100 (not for png)")
+    render.add_argument(
+        "--filter",
+        dest="filters",
+        action="append",
+        default=[],
+        metavar="FILTER",
+        help="grayscale, sepia, negate, sharpen, blur:SIGMA (up to 50), rotate:90|180|270 or flip:h|v; "
+        "repeat it (or separate with commas) for several, applied in order",
+    )
+    render.add_argument("--preset", help="a preset of the deployment instead (thumb, large, square, ...)")
+    render.add_argument("--download", action="store_true", help="ask for a download (dl=1: browsers save it)")
+    render.add_argument("--output", "-o", metavar="FILE", help="where to write it; - for stdout")
+    render.add_argument(
+        "--print-url",
+        action="store_true",
+        help="print the render's URL (signed with --render-key) instead of downloading it",
+    )
+
+    info = commands.add_parser(
+        "info",
+        parents=[common],
+        help="show an image's details: format, size, colour, camera",
+        description="Show the details read from an image's original (ID, or 'sample'): format, "
+        "dimensions, frames, colour mode and profile, EXIF orientation, the camera's EXIF "
+        "essentials, whether it had a location (never the coordinates), and its dominant colour.",
+    )
+    info.add_argument("image_id", metavar="ID")
 
     delete = commands.add_parser("delete", parents=[common], help="delete images (needs the admin token)")
     delete.add_argument("image_ids", nargs="+", metavar="ID")
@@ -177,6 +239,7 @@ def main(
         ("url", None),
         ("token", None),
         ("upload_token", None),
+        ("render_key", None),
         ("json", False),
         ("progress", None),
     ):
@@ -184,7 +247,9 @@ def main(
     out, err = stdout or sys.stdout, stderr or sys.stderr
     if args.progress is None:
         args.progress = err.isatty()
-    with Client(args.url, token=args.token, upload_token=args.upload_token) as client:
+    with Client(
+        args.url, token=args.token, upload_token=args.upload_token, signing_key=args.render_key
+    ) as client:
         try:
             if args.command == "upload":
                 return _uploads(client, [Path(p) for p in args.paths], args, out, err)
@@ -196,6 +261,11 @@ def main(
                 image = client.wait(args.image_id, args.timeout) if args.wait else client.get(args.image_id)
                 _print_image(image, args.json, out)
                 return 1 if image.failed else 0
+            if args.command == "render":
+                return _render(client, args, out, err)
+            if args.command == "info":
+                _print_info(client.info(args.image_id), args.json, out)
+                return 0
             return _delete(client, args, out, err)
         except ImageshelfError as error:
             _print_error(error, args.json, out, err)
@@ -578,6 +648,119 @@ def _print_image(image: Image, as_json: bool, out: TextIO) -> None:
     print("\n".join(lines), file=out)
 
 
+# --- render and info ---------------------------------------------------------------------------
+
+
+def _render(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Download the render to ``--output`` (default ``ID.EXT``; ``-`` is stdout, never a terminal),
+    or with ``--print-url`` print its URL. Says what it wrote on stdout (stderr with ``-o -``)."""
+    parameters: dict[str, Any] = {
+        "width": args.width,
+        "height": args.height,
+        "fit": args.fit,
+        "gravity": args.gravity,
+        "format": args.format,
+        "quality": args.quality,
+        "filters": args.filters,
+        "download": args.download,
+        "preset": args.preset,
+    }
+    if args.print_url:
+        url = client.render_url(args.image_id, **parameters)
+        if args.json:
+            json.dump({"id": args.image_id, "url": url}, out, indent=2)
+            out.write("\n")
+        else:
+            print(url, file=out)
+        return 0
+    to_stdout = args.output == "-"
+    if to_stdout and out.isatty():
+        raise ImageshelfError(
+            "invalid_request",
+            "Not writing image bytes to a terminal: pass -o FILE, or pipe the output (-o - | ...).",
+        )
+    rendered = client.render(args.image_id, **parameters)
+    if to_stdout:
+        out.flush()
+        binary = getattr(out, "buffer", None)
+        if binary is None:
+            raise ImageshelfError("invalid_request", "This output cannot take bytes: pass -o FILE.")
+        binary.write(rendered)
+        binary.flush()
+        shown, report = "stdout", err
+    else:
+        path = Path(args.output or _safe_name(args.image_id) + (rendered.extension or ".img"))
+        try:
+            path.write_bytes(rendered)
+        except OSError as error:
+            raise ImageshelfError("unwritable_file", f"Could not write {path}: {error.strerror}.") from None
+        shown, report = str(path), out
+    result = {"id": args.image_id, "path": shown, "content_type": rendered.content_type}
+    result |= {"bytes": len(rendered), "url": rendered.url}
+    if args.json and not to_stdout:
+        json.dump(result, out, indent=2)
+        out.write("\n")
+    else:
+        print(f"wrote {shown}: {rendered.content_type}, {len(rendered)} bytes", file=report)
+    return 0
+
+
+def _safe_name(image_id: str) -> str:
+    """A file name from an id (ids are letters and digits; anything else becomes ``_``)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in image_id) or "render"
+
+
+def _print_info(info: ImageInfo, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        json.dump(info.to_json(), out, indent=2)
+        out.write("\n")
+        return
+    size = f"{info.width}x{info.height}" if info.width and info.height else "-"
+    frames = f", {plural(info.frames, 'frame', 'frames')}" if info.frames and info.frames > 1 else ""
+    colour = [info.mode or "-"]
+    if info.bit_depth:
+        colour.append(f"{info.bit_depth}-bit")
+    if info.has_alpha is not None:
+        colour.append("with alpha" if info.has_alpha else "no alpha")
+    lines = [
+        ("id", info.id),
+        ("filename", info.filename),
+        ("format", f"{info.format or '-'} ({info.content_type or '-'})"),
+        ("size", f"{size}{frames}{' (animated)' if info.animated else ''}"),
+        ("colour", ", ".join(colour)),
+        ("profile", info.color_profile or "-"),
+        ("orientation", "-" if info.orientation is None else str(info.orientation)),
+    ]
+    camera = info.camera
+    if camera is not None:
+        make, model = camera.make or "", camera.model or ""
+        same = make and model.lower().startswith(make.lower())  # "Canon" "Canon EOS R5"
+        lines.append(("camera", (model if same else f"{make} {model}".strip()) or "-"))
+        if camera.lens:
+            lines.append(("lens", str(camera.lens)))
+        lines.append(("taken", str(camera.taken_at or "-")))
+        lines.append(
+            ("exposure", _exposure(camera.exposure_time, camera.f_number, camera.iso, camera.focal_length))
+        )
+    else:
+        lines.append(("camera", "-"))
+    if info.has_location is not None:
+        lines.append(("location", "yes (coordinates not shown)" if info.has_location else "no"))
+    lines.append(("dominant", info.dominant_color or "-"))
+    print("\n".join(f"{label + ':':<13}{value}" for label, value in lines), file=out)
+
+
+def _exposure(time: str | None, f_number: float | None, iso: int | None, focal: float | None) -> str:
+    """``1/250 s, f/8, ISO 100, 50 mm`` from what the camera wrote (each part only if known)."""
+    parts = [
+        f"{time} s" if time else "",
+        f"f/{f_number:g}" if f_number else "",
+        f"ISO {iso}" if iso else "",
+        f"{focal:g} mm" if focal else "",
+    ]
+    return ", ".join(p for p in parts if p) or "-"
+
+
 def _delete(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     results: list[dict[str, Any]] = []
     for image_id in args.image_ids:
@@ -610,6 +793,8 @@ def _print_error(error: ImageshelfError, as_json: bool, out: TextIO, err: TextIO
         hint = " Pass --upload-token or set IMAGESHELF_UPLOAD_TOKEN."
     elif error.code == "unauthorized":
         hint = " Pass --token or set IMAGESHELF_TOKEN."
+    elif error.code == "forbidden" and "signature" in error.message:
+        hint = " Pass --render-key or set IMAGESHELF_RENDER_KEY."
     prefix = f"error: {subject}: " if subject else "error: "
     print(f"{prefix}{error.message} ({error.code}){hint}", file=err)
 

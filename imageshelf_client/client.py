@@ -4,28 +4,34 @@
     >>> shelf = Client("http://127.0.0.1:8000")
     >>> image = shelf.upload("cat.jpg", wait=True)
     >>> image.status, image.rendition("thumb").url
+    >>> shelf.render_url(image.id, width=800, format="webp")   # a URL to put in a page
+    >>> shelf.render("sample", width=800, format="webp")[:4]   # the bytes themselves
 
 Every failure is an :class:`ImageshelfError` carrying the API's error ``code``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import mimetypes
 import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from .models import Image, Page
+from .models import EXTENSIONS, Image, ImageInfo, Page, Rendered
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+SAMPLE = "sample"  # the id of the bundled sample photo, for render and info
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 Progress = Callable[[int], None]
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO
@@ -46,16 +52,7 @@ _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (4, b"ftypheix", "image/heic"),
     (4, b"ftypmif1", "image/heic"),
 )
-_EXTENSIONS = {
-    "image/jpeg": ".jpg",
-    "image/png": ".png",
-    "image/gif": ".gif",
-    "image/webp": ".webp",
-    "image/tiff": ".tif",
-    "image/bmp": ".bmp",
-    "image/avif": ".avif",
-    "image/heic": ".heic",
-}
+_EXTENSIONS = EXTENSIONS
 
 
 class ImageshelfError(Exception):
@@ -63,8 +60,9 @@ class ImageshelfError(Exception):
 
     ``code`` is the API's error code (``not_found``, ``file_too_large``, ...) when the API
     answered, or one of the client's own: ``connection_error`` (the server could not be
-    reached), ``upload_rejected`` (storage refused the bytes), ``wait_timeout``,
-    ``invalid_response`` and ``http_error`` (an answer without the API's error shape).
+    reached), ``upload_rejected`` (storage refused the bytes), ``download_failed`` (storage
+    refused a render's bytes), ``wait_timeout``, ``invalid_response`` and ``http_error`` (an
+    answer without the API's error shape).
     ``status`` is the HTTP status, if there was an answer.
     """
 
@@ -100,9 +98,11 @@ class Client:
     ``url`` defaults to ``$IMAGESHELF_URL``, then ``http://127.0.0.1:8000`` (``make run``);
     ``token`` (the admin token, needed only to delete) to ``$IMAGESHELF_TOKEN``; ``upload_token``
     (needed to upload where the server asks for one) to ``$IMAGESHELF_UPLOAD_TOKEN``, and uploads
-    send the admin token when there is no upload token (the server accepts both). Idempotent calls are retried
-    ``retries`` times, with exponential backoff from ``backoff`` seconds, on connection errors,
-    429 and 5xx answers. ``POST /uploads`` counts as idempotent: it only signs a URL.
+    send the admin token when there is no upload token (the server accepts both). ``signing_key``
+    (the deployment's render signing key, ``RENDER_SIGNING_KEY``) to ``$IMAGESHELF_RENDER_KEY``:
+    with it, render URLs carry their signature. Idempotent calls are retried ``retries`` times,
+    with exponential backoff from ``backoff`` seconds, on connection errors, 429 and 5xx answers.
+    ``POST /uploads`` counts as idempotent: it only signs a URL.
     """
 
     def __init__(
@@ -111,6 +111,7 @@ class Client:
         *,
         token: str | None = None,
         upload_token: str | None = None,
+        signing_key: str | None = None,
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.5,
@@ -120,6 +121,9 @@ class Client:
         self.token = token if token is not None else os.environ.get("IMAGESHELF_TOKEN") or None
         self.upload_token = (
             upload_token if upload_token is not None else os.environ.get("IMAGESHELF_UPLOAD_TOKEN") or None
+        )
+        self.signing_key = (
+            signing_key if signing_key is not None else os.environ.get("IMAGESHELF_RENDER_KEY") or None
         )
         self.timeout = timeout
         self.retries = retries
@@ -251,6 +255,122 @@ class Client:
         if response.status_code == 204 or (response.status_code == 404 and attempts > 1):
             return  # a 404 after a retry: the first attempt deleted it
         raise _api_error(response)
+
+    # --- renders and details ------------------------------------------------------------------
+
+    def render_url(
+        self,
+        image_id: str,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        fit: str | None = None,
+        gravity: str | None = None,
+        format: str | None = None,
+        quality: int | None = None,
+        filters: str | Iterable[str] = (),
+        download: bool = False,
+        preset: str | None = None,
+    ) -> str:
+        """The URL of a render of ``image_id`` (``"sample"``: the bundled sample photo); asking
+        for it (a browser's ``<img src>``, ``render``) answers a redirect to the image.
+
+        ``width``/``height`` (1-4096, either may be left out) bound the size, never enlarging;
+        ``fit`` is ``contain`` (default), ``cover`` (crop to fill; ``gravity`` ``center``,
+        ``north``, ``south``, ``east``, ``west`` or ``smart`` picks what stays) or ``fill``
+        (stretch); ``format`` is ``jpeg``, ``png``, ``webp``, ``avif`` or ``auto`` (by the
+        request's ``Accept``); ``quality`` 1-100; ``filters`` are applied in order:
+        ``grayscale``, ``sepia``, ``negate``, ``sharpen``, ``blur:<sigma up to 50>``,
+        ``rotate:90|180|270``, ``flip:h|v`` (a list, or one comma-separated string);
+        ``download`` asks browsers to save it. ``preset`` names one of the deployment's presets
+        instead (``thumb``, ``large``, ``square``, ...) and stands alone.
+
+        The parameters are written in the server's normal form, so equal requests make equal
+        URLs (one cached object). With a ``signing_key``, the URL carries ``sig``. Values are
+        not checked here (only that a preset stands alone): a bad one is the server's
+        ``invalid_request``, naming it.
+        """
+        path = f"/{SAMPLE}/render" if image_id == SAMPLE else f"/images/{quote(image_id, safe='')}/render"
+        if preset is not None:
+            given = (width, height, fit, gravity, format, quality)
+            if any(v is not None for v in given) or download or _filter_items(filters):
+                raise ImageshelfError(
+                    "invalid_request",
+                    "'preset' stands alone: give either a preset or render parameters, not both.",
+                )
+            return f"{self._url(path)}?preset={quote(preset, safe='')}"
+        sent, signed = _render_query(width, height, fit, gravity, format, quality, filters, download)
+        query = "&".join(f"{name}={quote(value, safe=':,.')}" for name, value in sent)
+        if self.signing_key:
+            signature = render_signature(self.signing_key, image_id, signed)
+            query = f"{query}&sig={signature}" if query else f"sig={signature}"
+        return self._url(path) + (f"?{query}" if query else "")
+
+    def render(
+        self,
+        image_id: str,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        fit: str | None = None,
+        gravity: str | None = None,
+        format: str | None = None,
+        quality: int | None = None,
+        filters: str | Iterable[str] = (),
+        download: bool = False,
+        preset: str | None = None,
+        accept: str | None = None,
+    ) -> Rendered:
+        """The render's bytes: asks ``render_url(...)`` (same parameters), follows its redirect
+        and downloads the image. The result is ``bytes`` with ``content_type`` and ``url`` (where
+        it was fetched from). ``accept`` is the ``Accept`` header ``format="auto"`` chooses by
+        (e.g. ``"image/avif,image/webp"``). Errors: the API's (``not_found``,
+        ``invalid_request``, ``forbidden``, ``image_pending``, ``image_failed``,
+        ``render_busy``), or ``download_failed``.
+        """
+        url = self.render_url(
+            image_id,
+            width=width,
+            height=height,
+            fit=fit,
+            gravity=gravity,
+            format=format,
+            quality=quality,
+            filters=filters,
+            download=download,
+            preset=preset,
+        )
+        headers = {"Accept": accept} if accept else {}
+        answer, _ = self._request("GET", url, headers=headers, allow_redirects=False)
+        location = answer.headers.get("Location")
+        if answer.status_code >= 400:
+            raise _api_error(answer)
+        if answer.status_code not in (301, 302, 303, 307, 308) or not location:
+            raise ImageshelfError(
+                "invalid_response",
+                f"GET {url} answered {answer.status_code}, not a redirect to the render; "
+                "is the URL an imageshelf API?",
+                answer.status_code,
+            )
+        location = urljoin(url, location)
+        response, _ = self._request("GET", location)
+        if response.status_code != 200:
+            code = _xml_field(response.text, "Code") or str(response.status_code)
+            message = _xml_field(response.text, "Message") or response.reason
+            raise ImageshelfError(
+                "download_failed",
+                f"Storage refused the render of {image_id}: {code}: {message}",
+                response.status_code,
+            )
+        content_type = response.headers.get("Content-Type") or "application/octet-stream"
+        return Rendered(response.content, content_type, location)
+
+    def info(self, image_id: str) -> ImageInfo:
+        """The details of ``image_id``'s original (``"sample"``: the sample photo's): format,
+        size, colour, EXIF essentials. ``not_found``, ``image_pending`` or ``image_failed``
+        when there are none to give."""
+        path = f"/{SAMPLE}/info" if image_id == SAMPLE else f"/images/{quote(image_id, safe='')}/info"
+        return ImageInfo.from_json(self._json("GET", path))
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -390,6 +510,62 @@ def _read(source: Source, filename: str | None) -> tuple[bytes, str | None]:
     data = source.read()
     name = getattr(source, "name", None)
     return data, filename or (Path(name).name if isinstance(name, str) else None)
+
+
+_SIGNATURE_CHARS = 32  # base64url characters of the HMAC the server keeps in URLs
+_SIGMA = re.compile(r"[0-9]{1,2}(\.[0-9]{1,2})?")
+
+
+def render_signature(key: str, image_id: str, parameters: str) -> str:
+    """The ``sig`` of a render: HMAC-SHA256 under ``key`` of ``"<image id>/<parameters>"``
+    (``parameters`` in normal form, ``""`` for none), base64url, its first 32 characters."""
+    mac = hmac.new(key.encode(), f"{image_id}/{parameters}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode()[:_SIGNATURE_CHARS]
+
+
+def _filter_items(filters: str | Iterable[str]) -> list[str]:
+    """Each filter, trimmed, a blur's sigma written as the server writes it (``blur:02.50`` is
+    ``blur:2.5``); a value may hold several, comma-separated."""
+    values = [filters] if isinstance(filters, str) else list(filters)
+    items = [item.strip() for value in values if value.strip() for item in value.split(",")]
+    normal = []
+    for item in items:
+        name, sep, arg = item.partition(":")
+        if name == "blur" and _SIGMA.fullmatch(arg):
+            arg = f"{float(arg):g}"
+        normal.append(name + sep + arg)
+    return normal
+
+
+def _render_query(
+    width: int | None,
+    height: int | None,
+    fit: str | None,
+    gravity: str | None,
+    format: str | None,
+    quality: int | None,
+    filters: str | Iterable[str],
+    download: bool,
+) -> tuple[list[tuple[str, str]], str]:
+    """The query to send (what was asked for, in the server's order, defaults left out) and its
+    normal form, which is what is signed: the server's ``Spec.canonical``, where ``gravity``
+    counts only with ``fit=cover``."""
+    fit = None if fit == "contain" else fit
+    gravity = None if gravity == "center" else gravity
+    items = _filter_items(filters)
+    sent = [
+        ("w", None if width is None else str(width)),
+        ("h", None if height is None else str(height)),
+        ("fit", fit),
+        ("gravity", gravity),
+        ("format", format),
+        ("q", None if quality is None else str(quality)),
+        ("filter", ",".join(items) or None),
+        ("dl", "1" if download else None),
+    ]
+    pairs = [(name, value) for name, value in sent if value is not None]
+    signed = "&".join(f"{name}={value}" for name, value in pairs if name != "gravity" or fit == "cover")
+    return pairs, signed
 
 
 def _api_error(response: requests.Response) -> ImageshelfError:

@@ -1,4 +1,5 @@
-"""What the API answers, as typed objects: Image, its Original and Renditions, a Page of images."""
+"""What the API answers, as typed objects: Image, its Original and Renditions, a Page of images,
+an image's details (ImageInfo, Camera) and a render's bytes (Rendered)."""
 
 from __future__ import annotations
 
@@ -120,6 +121,94 @@ class Page:
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+@dataclass(frozen=True)
+class Camera:
+    """The photo's EXIF essentials; each is None when the file does not say. GPS is never here:
+    ``ImageInfo.has_location`` only says whether the file had a position."""
+
+    make: str | None = None
+    model: str | None = None
+    lens: str | None = None
+    taken_at: str | None = None  # ISO 8601, the camera's clock (a zone only if it wrote one)
+    exposure_time: str | None = None  # seconds as photographers write it: "1/250", "2.5"
+    f_number: float | None = None  # 4.0 is f/4
+    iso: int | None = None
+    focal_length: float | None = None  # millimetres
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Camera | None:
+        return _known(cls, data) if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """``GET /images/{id}/info`` (or ``/sample/info``): the original's details, read when it was
+    processed. An image processed before details were kept has only the first few (the rest None)."""
+
+    id: str
+    filename: str
+    format: str | None = None  # the decoder's name: JPEG, PNG, WEBP, ...
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    animated: bool | None = None
+    mode: str | None = None  # Pillow's colour mode: RGB, RGBA, L, CMYK, P, ...
+    bit_depth: int | None = None  # bits per channel
+    has_alpha: bool | None = None
+    color_profile: str | None = None  # the ICC profile's description
+    orientation: int | None = None  # EXIF orientation, 1-8 (renders are shown upright)
+    camera: Camera | None = None
+    has_location: bool | None = None  # the file carried GPS coordinates (never shown)
+    dominant_color: str | None = None  # "#rrggbb"
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImageInfo:
+        info = _known(cls, {k: v for k, v in data.items() if k not in ("camera", "raw")})
+        return replace(info, camera=Camera.from_json(data.get("camera")), raw=data)
+
+    def to_json(self) -> dict[str, Any]:
+        """The details as the API sent them."""
+        return self.raw
+
+
+class Rendered(bytes):
+    """What ``Client.render`` returns: the image's bytes (use it as ``bytes``), with the
+    ``content_type`` storage served it as and the ``url`` it was fetched from."""
+
+    content_type: str
+    url: str
+
+    def __new__(cls, data: bytes, content_type: str, url: str) -> Rendered:
+        rendered = super().__new__(cls, data)
+        rendered.content_type = content_type
+        rendered.url = url
+        return rendered
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle keep the type and its fields
+        return (Rendered, (bytes(self), self.content_type, self.url))
+
+    @property
+    def extension(self) -> str:
+        """The usual file extension of its type, with the dot: ``.webp``, ``.jpg``, ... (``""``
+        for a type it does not know)."""
+        return EXTENSIONS.get(self.content_type.split(";")[0].strip().lower(), "")
+
+
+# The extension for each image type the API serves or accepts.
+EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "image/tiff": ".tif",
+    "image/bmp": ".bmp",
+    "image/avif": ".avif",
+    "image/heic": ".heic",
+}
 
 
 def _known[T: DataclassInstance](cls: type[T], data: dict[str, Any]) -> T:

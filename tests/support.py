@@ -87,12 +87,17 @@ def process(client: Any, aws: Any, data: bytes, filename: str = "photo.jpg") -> 
 
 
 def thread_safe_moto_overwrites(monkeypatch: Any) -> None:
-    """moto closes an object's buffer as soon as another request overwrites or deletes it, even
-    while the first request is still answering with it ("I/O operation on closed file"); S3 has
-    no such race. Leave the buffers to the garbage collector, for tests that race writes."""
+    """For tests that race writes, moto made to behave like S3 (tools/moto_patches.py): buffers of
+    replaced objects outlive the requests reading them, and conditional writes are atomic."""
     from moto.s3.models import FakeKey
+    from moto.s3.responses import S3Response
 
-    monkeypatch.setattr(FakeKey, "dispose", lambda self, garbage=False: None)
+    from tools import moto_patches
+
+    for cls, name in ((FakeKey, "dispose"), (S3Response, "put_object"), (S3Response, "delete_object")):
+        monkeypatch.setattr(cls, name, getattr(cls, name))  # restored after the test
+    moto_patches.keep_replaced_buffers()
+    moto_patches.atomic_conditional_writes()
 
 
 def _all_objects(s3: Any, bucket: str) -> dict[str, dict[str, Any]]:
@@ -120,6 +125,8 @@ def assert_invariants(
        rendition when it is ready.
     4. Nothing is left unsettled: no pending record, and no marker but a deleted image's (kept
        until its tombstone is retired).
+    5. On-demand renders belong to a ready image and were made from its current original; no
+       render's lease is left behind.
     """
     from chalicelib import storage
     from chalicelib.config import Settings
@@ -142,6 +149,8 @@ def assert_invariants(
     for key, obj in images.items():
         if key.startswith(storage.MARKER_PREFIX):
             markers.add(key[len(storage.MARKER_PREFIX) :])
+        elif key.startswith(f"{storage.SAMPLE_OWNER}/"):
+            assert not key.endswith(".lock"), f"{key}: a render's lease left behind"
         elif key != storage.SWEEP_KEY:
             assert storage.is_id(key[: storage.ID_LENGTH]), f"{key} is not an image's key"
             groups.setdefault(key[: storage.ID_LENGTH], []).append(obj)
@@ -170,6 +179,11 @@ def assert_invariants(
             assert {r.name for r in renditions} == {name for name, _ in settings.renditions}
         else:
             assert renditions == []
+        for key in (o["Key"] for o in keys if storage.is_render_key(o["Key"])):
+            assert not key.endswith(".lock"), f"{key}: a render's lease left behind"
+            assert record.status == "ready", f"{image_id} is {record.status} but keeps the render {key}"
+            made_from = s3.head_object(Bucket=images_bucket, Key=key)["Metadata"].get("version")
+            assert made_from == version, f"{key} was made from another version of the original"
         shown[image_id] = record
     for image_id, keys in groups.items():
         if image_id in originals:

@@ -72,6 +72,10 @@ def test_options_go_before_or_after_the_command() -> None:
     )
     assert parser.parse_args(["import", "photos"]).wait is True
     assert parser.parse_args(["upload", "a.jpg"]).wait is False
+    render = parser.parse_args(
+        ["render", "sample", "--filter", "sepia", "--filter", "blur:2", "--render-key", "k"]
+    )
+    assert (render.filters, render.render_key, render.output) == (["sepia", "blur:2"], "k", None)
 
 
 @pytest.mark.parametrize("argv", [[], ["upload"], ["import"], ["frobnicate"], ["import", "d", "--jobs", "0"]])
@@ -106,7 +110,7 @@ def test_the_module_runs_as_the_command() -> None:
         timeout=60,
     )
     assert done.returncode == 0
-    for command in ("upload", "import", "list", "get", "delete"):
+    for command in ("upload", "import", "list", "get", "render", "info", "delete"):
         assert command in done.stdout
 
 

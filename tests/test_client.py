@@ -390,3 +390,50 @@ def test_fields_a_newer_server_adds_are_ignored() -> None:
     }  # fmt: skip
     image = Image.from_json(data)
     assert image.original.frames == 3 and image.renditions[0].frames == 3
+
+
+# --- unit: renders ---------------------------------------------------------------------------------
+
+
+def test_render_follows_the_redirect_to_storage(api: Any, shelf: Client) -> None:
+    render = f"{API}/images/{ID}/render?w=800&format=auto"
+    stored = "http://s3.test/images/x/abc?X-Amz-Signature=1"
+    api.get(render, status=302, headers={"Location": stored, "Vary": "Accept"})
+    api.get(stored, body=b"\0\0\0\x1cftypavif rest", content_type="image/avif")
+    rendered = shelf.render(ID, width=800, format="auto", accept="image/avif,image/webp")
+    assert rendered == b"\0\0\0\x1cftypavif rest" and isinstance(rendered, bytes)
+    assert (rendered.content_type, rendered.extension, rendered.url) == ("image/avif", ".avif", stored)
+    assert api.calls[0].request.headers["Accept"] == "image/avif,image/webp"
+    assert "Authorization" not in api.calls[0].request.headers  # renders take no token
+
+
+def test_a_busy_render_is_retried(api: Any, shelf: Client) -> None:
+    render = f"{API}/sample/render?w=10"
+    api.get(render, status=503, json=error_json("render_busy"))
+    api.get(render, status=302, headers={"Location": "http://s3.test/s"})
+    api.get("http://s3.test/s", body=b"\xff\xd8\xff", content_type="image/jpeg")
+    assert shelf.render("sample", width=10).content_type == "image/jpeg"
+    api.replace(responses.GET, render, status=503, json=error_json("render_busy"))
+    with pytest.raises(ImageshelfError) as raised:
+        shelf.render("sample", width=10)
+    assert (raised.value.code, raised.value.status) == ("render_busy", 503)
+
+
+def test_storage_refusing_a_render_is_download_failed(api: Any, shelf: Client) -> None:
+    api.get(f"{API}/sample/render", status=302, headers={"Location": "http://s3.test/s"})
+    api.get(
+        "http://s3.test/s",
+        status=403,
+        body="<Error><Code>AccessDenied</Code><Message>Expired</Message></Error>",
+    )
+    with pytest.raises(ImageshelfError) as raised:
+        shelf.render("sample")
+    assert (raised.value.code, raised.value.status) == ("download_failed", 403)
+    assert "AccessDenied: Expired" in raised.value.message
+
+
+def test_a_render_route_that_does_not_redirect_is_invalid_response(api: Any, shelf: Client) -> None:
+    api.get(f"{API}/sample/render", status=200, body="<html>a proxy page</html>")
+    with pytest.raises(ImageshelfError) as raised:
+        shelf.render("sample")
+    assert raised.value.code == "invalid_response" and "not a redirect" in raised.value.message

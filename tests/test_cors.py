@@ -170,6 +170,10 @@ def test_api_gateway_preflight_is_fixed_at_deploy_from_the_stage_origins() -> No
         "/uploads",
         "/images",
         "/images/{image_id}",
+        "/images/{image_id}/render",
+        "/images/{image_id}/info",
+        "/sample/render",
+        "/sample/info",
     }  # not the gallery
     assert {h["Access-Control-Allow-Origin"] for h in one.values()} == {"https://a.example"}
     assert set(one["/images/{image_id}"]["Access-Control-Allow-Methods"].split(",")) == {

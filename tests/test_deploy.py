@@ -79,6 +79,45 @@ def test_zip_runs_fit_in_a_clean_interpreter(packaged: dict[str, Path], tmp_path
     }
     assert package_check.library_problems(report) == []
     assert [p for p in report["sys_path"] if p.startswith(str(task))] == [str(task)]
+    # An on-demand render in every format it may write, with the zip's own codecs (AVIF, WebP).
+    assert report["render"] == {f: [f.upper(), 32, 20] for f in ("jpeg", "png", "webp", "avif")}
+    # The zip's app declares every function: the API's, the event handlers' and the pure ones.
+    assert sorted(report["functions"]) == ["api_handler", "operations", "reconcile", "resize"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_terraform_deploys_every_function_the_app_declares(packaged: dict[str, Path], stage: str) -> None:
+    """``make package`` checks the Terraform against the app: the ``operations`` function is there,
+    runs ``app.operations`` under its own role, and nothing but IAM principals may invoke it (no
+    ``aws_lambda_permission`` names it: no S3, schedule or API Gateway trigger)."""
+    from app import app
+
+    declared = [
+        "api_handler",
+        *(s.name for s in app.event_sources),
+        *(f.name for f in app.pure_lambda_functions),
+    ]
+    tf = terraform(packaged[stage])
+    assert package_check.terraform_problems(tf, declared) == []
+    assert "operations" in declared
+    operations = tf["resource"]["aws_lambda_function"]["operations"]
+    assert operations["handler"] == "app.operations"
+    assert not [
+        name
+        for name, permission in tf["resource"]["aws_lambda_permission"].items()
+        if "operations" in json.dumps(permission)
+    ]
+    # A Terraform missing it, or giving it another's role, fails the check.
+    broken = json.loads(json.dumps(tf))
+    del broken["resource"]["aws_lambda_function"]["operations"]
+    assert package_check.terraform_problems(broken, declared) == [
+        "the app declares function operations, which chalice.tf.json does not deploy"
+    ]
+    broken = json.loads(json.dumps(tf))
+    broken["resource"]["aws_lambda_function"]["operations"]["role"] = "${aws_iam_role.api_handler_role.arn}"
+    assert package_check.terraform_problems(broken, declared) == [
+        "function operations has no role of its own with its policy file"
+    ]
 
 
 def test_zip_check_catches_a_source_build(tmp_path: Path) -> None:
@@ -148,11 +187,19 @@ def test_terraform_functions_are_sized_as_configured(packaged: dict[str, Path], 
         assert fn.get("reserved_concurrent_executions") == configured.get("reserved_concurrency")
         assert fn["function_name"] == function_names(stage)[name]
         assert fn["environment"]["variables"] == stage_environment(stage)
-        # No secret in the template or the function's configuration: the token is read from SSM.
-        assert "ADMIN_TOKEN" not in fn["environment"]["variables"]
-        assert fn["environment"]["variables"]["ADMIN_TOKEN_PARAMETER"] == f"/imageshelf/{stage}/admin-token"
-    assert functions["resize"]["memory_size"] > functions["api_handler"]["memory_size"]
-    assert functions["resize"]["timeout"] > functions["api_handler"]["timeout"]
+        # No secret in the template or the function's configuration: the token and key are read from SSM.
+        variables = fn["environment"]["variables"]
+        assert "ADMIN_TOKEN" not in variables and "RENDER_SIGNING_KEY" not in variables
+        assert variables["ADMIN_TOKEN_PARAMETER"] == f"/imageshelf/{stage}/admin-token"
+        assert variables["RENDER_SIGNING_KEY_PARAMETER"] == f"/imageshelf/{stage}/render-key"
+    # The API renders on a miss: one full vCPU, and time for a render or for waiting on another's
+    # (renders.WAIT_SECONDS), ending before API Gateway's 29 s integration timeout does.
+    from chalicelib import renders
+
+    api = functions["api_handler"]
+    assert api["memory_size"] == 1769 and renders.WAIT_SECONDS + 5 <= api["timeout"] < 29
+    assert functions["resize"]["timeout"] > api["timeout"]
+    assert (functions["operations"]["memory_size"], functions["operations"]["timeout"]) == (1769, 60)
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -247,6 +294,65 @@ def test_make_admin_token_stores_a_working_securestring_and_rotates(
         deploy.main(["admin-token", "--stage", "local"])
 
 
+def test_make_render_key_stores_the_key_signed_renders_need_and_rotates(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``make render-key STAGE=prod``: before it, the stage has no key (presets only, and deploy
+    says so); the printed key is the one the prod app checks render signatures with; running it
+    again rotates it, and URLs signed with the old key are refused."""
+    import boto3
+    from moto import mock_aws
+
+    from chalicelib import auth, operations, renders, storage
+    from chalicelib.config import Settings
+    from chalicelib.errors import ImageshelfError
+    from tools import deploy
+    from tools import deployment as deployment_module
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("REGION", raising=False)
+    monkeypatch.setattr(deploy, "deployed", lambda stage, project_dir=ROOT: {})
+    monkeypatch.setattr(deployment_module, "deployed", lambda stage, project_dir=ROOT: {})
+    parameter = stage_environment("prod")["RENDER_SIGNING_KEY_PARAMETER"]
+    settings = Settings(stage="prod", render_signing_key_parameter=parameter)
+    image_id, spec = storage.new_id(), operations.parse({"w": ["300"], "format": ["webp"]})
+    presets = dict(settings.render_presets)
+
+    def signed_with(key: str) -> dict[str, list[str]]:
+        return {"w": ["300"], "format": ["webp"], "sig": [operations.sign(spec, key, image_id)]}
+
+    auth.reset_cache()
+    with mock_aws():
+        ssm = boto3.client("ssm", region_name="eu-west-1")
+        assert deploy.render_key_hint(ssm, "prod") == (
+            "renders other than presets are refused until the render key exists: make render-key STAGE=prod"
+        )
+        assert settings.render_signing_required and renders.signing_key(settings) == ""
+        keys = []
+        for _ in range(2):
+            assert deploy.main(["render-key", "--stage", "prod"]) == 0
+            printed = capsys.readouterr().out.strip().splitlines()
+            assert "render key" in printed[0] and parameter in printed[0]
+            keys.append(printed[-1])
+        stored = ssm.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]
+        assert stored["Type"] == "SecureString" and stored["Value"] == keys[1] != keys[0]
+        assert len(keys[1]) >= 40 and deploy.render_key_hint(ssm, "prod") is None
+        auth.reset_cache()
+        in_force = renders.signing_key(settings)
+        assert in_force == keys[1]
+        assert operations.request_spec(signed_with(keys[1]), image_id, presets, in_force) == spec
+        with pytest.raises(ImageshelfError) as refused:
+            operations.request_spec(signed_with(keys[0]), image_id, presets, in_force)
+        assert refused.value.code == "forbidden"
+    auth.reset_cache()
+
+
 # --- what make deploy adds around Chalice, offline ------------------------------------------------
 
 
@@ -323,7 +429,7 @@ def test_a_bucket_name_too_long_for_a_region_is_refused(tmp_path: Path) -> None:
         deployment("dev", "ap-southeast-2", "us-east-1", project)
 
 
-@pytest.mark.parametrize("function", ["api_handler", "resize"])
+@pytest.mark.parametrize("function", ["api_handler", "resize", "operations"])
 def test_a_regional_copys_policy_names_its_own_resources_in_its_region(tmp_path: Path, function: str) -> None:
     project = project_copy(tmp_path)
     copy = deployment("dev", "eu-west-1", "us-east-1", project)
@@ -349,8 +455,12 @@ def test_a_regional_copys_policy_names_its_own_resources_in_its_region(tmp_path:
     assert group in resources and f"{group}:*" in resources
     if function == "resize":
         assert "arn:aws:sqs:eu-west-1:*:imageshelf-dev-eu-west-1-resize-dlq" in resources
-    else:  # SSM is regional: the same parameter name, in the copy's region
+    elif function == "api_handler":  # SSM is regional: the same parameter names, in the copy's region
         assert "arn:aws:ssm:eu-west-1:*:parameter/imageshelf/dev/admin-token" in resources
+        assert "arn:aws:ssm:eu-west-1:*:parameter/imageshelf/dev/render-key" in resources
+    else:  # renders into the copy's images bucket, from the copy's originals; no SSM, no queue
+        assert f"arn:aws:s3:::{copy.images_bucket}/*/x/*" in resources
+        assert not [r for r in resources if r.startswith(("arn:aws:ssm", "arn:aws:sqs"))]
 
 
 def test_the_generated_project_holds_one_stage_with_deploy_time_settings(tmp_path: Path) -> None:
@@ -432,15 +542,19 @@ def test_updating_a_distribution_sets_deploys_fields_and_keeps_the_rest() -> Non
     assert cdn._covers({**merged, "Logging": {"Enabled": False}}, wanted)
 
 
-def test_alarms_watch_resize_errors_the_dead_letter_queue_and_api_5xx_and_are_documented() -> None:
+def test_alarms_watch_resize_dlq_api_and_operations_and_are_documented() -> None:
+    from tools.deployment import deployment
+
+    names = deployment("dev", "us-east-1", None).function_name
     watched = {
-        alarm.suffix: monitoring.alarm_dimensions(alarm, "imageshelf-dev-resize", "q", "imageshelf", "api")
+        alarm.suffix: monitoring.alarm_dimensions(alarm, names, "q", "imageshelf", "api")
         for alarm in monitoring.ALARMS
     }
     assert watched == {
         "resize-errors": [{"Name": "FunctionName", "Value": "imageshelf-dev-resize"}],
         "resize-dlq-depth": [{"Name": "QueueName", "Value": "q"}],
         "api-5xx": [{"Name": "ApiName", "Value": "imageshelf"}, {"Name": "Stage", "Value": "api"}],
+        "operations-errors": [{"Name": "FunctionName", "Value": "imageshelf-dev-operations"}],
     }
     docs = (ROOT / "docs" / "deploy.md").read_text()
     for alarm in monitoring.ALARMS:

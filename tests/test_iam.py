@@ -1,9 +1,9 @@
 """The hand-written IAM policies (.chalice/policy-<stage>-<function>.json) are sufficient and minimal.
 
-How: the app's real code paths (routes through Chalice's test client, the resize handler through
-its Lambda invoke) run against moto with IAM enforcement on, as an IAM user holding exactly one
-function's policy. Every path must work with the whole policy (sufficient), and removing any one
-statement must break at least one path (minimal).
+How: the app's real code paths (routes through Chalice's test client, the resize and operations
+functions through their Lambda invoke) run against moto with IAM enforcement on, as an IAM user
+holding exactly one function's policy. Every path must work with the whole policy (sufficient),
+and removing any one statement must break at least one path (minimal).
 
 Where moto's S3 authorisation differs from AWS's, the harness makes it behave like AWS, because a
 test that passes against looser rules proves nothing:
@@ -16,7 +16,9 @@ test that passes against looser rules proves nothing:
   naming the one parameter or queue would pass on AWS and fail in moto. The harness gives moto
   the ARN.
 - CopyObject: AWS also needs ``s3:GetObject`` on the source; a conditional delete (If-Match) also
-  needs ``s3:GetObject`` on the key. moto checks neither; the harness does.
+  needs ``s3:GetObject`` on the key. moto checks neither; the harness does. A conditional write
+  (PutObject with If-None-Match, a render's lease) needs ``s3:PutObject`` alone, on AWS as in
+  moto. ``test_conditional_requests_are_authorised_as_on_aws`` holds the harness to both.
 - Presigned URLs are not sent by the app (browsers use them), and moto cannot authorise presigned
   requests under enforcement. The harness checks, with moto's own policy evaluator, that the
   policy allows the action on the exact bucket and key each URL the app returned will be used
@@ -24,7 +26,9 @@ test that passes against looser rules proves nothing:
 
 Not proven here: the CloudWatch Logs statement (the Lambda runtime uses it, not the app), and the
 resize function's ``ReportFailedEvents`` (Lambda itself sends failed events to the dead-letter
-queue); they are checked for the exact log group and queue of each function instead.
+queue); they are checked for the exact log group and queue of each function instead. Nor who may
+invoke the operations function: ``lambda:InvokeFunction`` is in its callers' policies, not in
+any of the app's (the API renders a miss itself and never invokes another function).
 """
 
 from __future__ import annotations
@@ -36,9 +40,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import boto3
 import pytest
@@ -52,8 +57,10 @@ from tests.support import jpeg, s3_event
 from tools.provision import ROOT, provision, stage_environment
 
 STAGES = ("dev", "prod")
-FUNCTIONS = ("api_handler", "resize", "reconcile")
+FUNCTIONS = ("api_handler", "resize", "reconcile", "operations")
 ADMIN_TOKEN = "iam-test-token"
+# The stage's render signing key, in SSM (`make render-key`), as RENDER_SIGNING_KEY_PARAMETER names it.
+RENDER_KEY = "iam-render-key"
 # What a stage with DELETE_ORIGINALS=true adds to its resize policy (docs/deploy.md says so too).
 DELETE_ORIGINALS_STATEMENT = {
     "Sid": "DeleteOriginals",
@@ -148,12 +155,13 @@ class Harness:
 
     @contextmanager
     def unenforced(self) -> Iterator[None]:
-        """Set-up and inspection, outside the policy under test."""
+        """Set-up and inspection, outside the policy under test (nested ones end with the outer)."""
+        before = settings.INITIAL_NO_AUTH_ACTION_COUNT
         self.monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", math.inf)
         try:
             yield
         finally:
-            self.monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+            self.monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", before)
 
     def may(self, action: str, url: str, key: str | None = None) -> None:
         """The policy lets its holder sign ``url`` for ``action`` (S3 checks the signer's rights)."""
@@ -184,7 +192,11 @@ class Harness:
         return image_id
 
     def clear(self) -> None:
-        """Empty both buckets and the dead-letter queue: each path starts from nothing."""
+        """Empty both buckets and the dead-letter queue, and forget tokens and keys read from SSM:
+        each path starts from nothing (a key cached by an earlier path would hide its statement)."""
+        from chalicelib import auth
+
+        auth.reset_cache()
         with self.unenforced():
             for bucket in (self.env["UPLOAD_BUCKET"], self.env["IMAGES_BUCKET"]):
                 for page in self.admin.get_paginator("list_objects_v2").paginate(Bucket=bucket):
@@ -224,6 +236,65 @@ class Harness:
         with self.unenforced():
             listing = self.admin.list_objects_v2(Bucket=self.env[bucket_var], Prefix=prefix)
         return [o["Key"] for o in listing.get("Contents", [])]
+
+    def render(self, path: str) -> str:
+        """GET a render route: a 302 to the render, which must be in the images bucket, whole (no
+        lease left), and readable through the URL the app presigned; returns its key."""
+        response = self.client.http.get(path)
+        assert response.status_code == 302, (path, response.status_code, response.body)
+        location = response.headers["Location"]
+        self.may("s3:GetObject", location)
+        key = unquote(urlsplit(location).path.lstrip("/"))
+        assert "/x/" in key and key in self.keys("IMAGES_BUCKET", key), key
+        assert not [k for k in self.keys("IMAGES_BUCKET") if k.endswith(".lock")], "a lease was left"
+        return key
+
+    def operation(self, **event: Any) -> dict[str, Any]:
+        """Invoke the ``operations`` function as an SDK client would; returns its JSON answer."""
+        payload = self.client.lambda_.invoke("operations", event).payload
+        assert isinstance(payload, dict) and "error" not in payload, (event, payload)
+        return payload
+
+    def rendered(self, answer: dict[str, Any]) -> str:
+        """The key of the render an ``operations`` answer points at (as ``render`` checks it)."""
+        self.may("s3:GetObject", answer["url"])
+        key = unquote(urlsplit(answer["url"]).path.lstrip("/"))
+        assert "/x/" in key and key in self.keys("IMAGES_BUCKET", key), answer
+        assert not [k for k in self.keys("IMAGES_BUCKET") if k.endswith(".lock")], "a lease was left"
+        return key
+
+
+def signed_query(subject: str, params: dict[str, str]) -> str:
+    """A render query string signed with the stage's key, as the client and the CLI sign it."""
+    from chalicelib import operations
+
+    spec = operations.parse({name: [value] for name, value in params.items()})
+    return urlencode({**params, "sig": operations.sign(spec, RENDER_KEY, subject)})
+
+
+@contextmanager
+def no_decoding() -> Iterator[None]:
+    """Rendering fails meanwhile: what runs is a cache hit, or nothing."""
+    from chalicelib import transform
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a cache hit decoded the image")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transform, "render", refuse)
+        yield
+
+
+@contextmanager
+def leases_look_stale() -> Iterator[None]:
+    """Leases are looked at as if their maker had died long ago (RENDER_LEASE_STALE passed)."""
+    from chalicelib import storage
+
+    take = storage.take_render_lease
+    later = datetime.now(UTC) + timedelta(seconds=storage.RENDER_LEASE_STALE + 60)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(storage, "take_render_lease", lambda key, settings: take(key, settings, now=later))
+        yield
 
 
 # --- the code paths -------------------------------------------------------------------------------
@@ -298,6 +369,153 @@ def api_delete_pending(h: Harness) -> None:
     response = h.client.http.delete(f"/images/{image_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert response.status_code == 204, response.body
     assert h.keys("UPLOAD_BUCKET", key) == []
+
+
+def api_render_miss(h: Harness) -> None:
+    """A preset (no signature needed) not cached yet: the lease, the original, the render stored."""
+    image_id = h.ready_image()
+    key = h.render(f"/images/{image_id}/render?preset=thumb")
+    assert key.startswith(f"{image_id}/x/"), key
+
+
+def api_render_hit(h: Harness) -> None:
+    """A cached render: one HeadObject, no decode, the same object."""
+    image_id = h.ready_image()
+    with h.unenforced():
+        made = h.render(f"/images/{image_id}/render?preset=large")
+    with no_decoding():
+        assert h.render(f"/images/{image_id}/render?preset=large") == made
+
+
+def api_render_signed(h: Harness) -> None:
+    """Parameters other than a preset: refused unsigned, rendered signed with the stage's key,
+    which the function reads from SSM (RENDER_SIGNING_KEY_PARAMETER)."""
+    image_id = h.ready_image()
+    response = h.client.http.get(f"/images/{image_id}/render?w=300&format=webp")
+    assert response.status_code == 403 and json.loads(response.body)["error"]["code"] == "forbidden"
+    h.render(f"/images/{image_id}/render?{signed_query(image_id, {'w': '300', 'format': 'webp'})}")
+
+
+def api_render_inbox_image(h: Harness) -> None:
+    """An ``aws s3 cp`` upload's image renders from its own original, ``originals/{id}``."""
+    key = h.raw_upload(jpeg(300, 200))
+    with h.unenforced():
+        h.resize(key)
+    image_id, _ = h.only_image()
+    h.render(f"/images/{image_id}/render?preset=thumb")
+
+
+def api_render_original_gone(h: Harness) -> None:
+    """With DELETE_ORIGINALS the original is gone once the image is ready (removed here by hand,
+    as the resize function would): the render is made from the largest rendition."""
+    image_id = h.ready_image()
+    with h.unenforced():
+        h.admin.delete_object(Bucket=h.env["UPLOAD_BUCKET"], Key=f"uploads/{image_id}")
+    h.render(f"/images/{image_id}/render?preset=thumb")
+
+
+def api_render_lease_takeover(h: Harness) -> None:
+    """A lease whose maker died (a stale ``.lock``): taken over with a conditional delete of
+    exactly that lease (If-Match), then a conditional put (If-None-Match) of a new one."""
+    image_id = h.ready_image()
+    with h.unenforced():
+        key = h.render(f"/images/{image_id}/render?preset=thumb")
+        h.admin.delete_object(Bucket=h.env["IMAGES_BUCKET"], Key=key)
+        h.admin.put_object(Bucket=h.env["IMAGES_BUCKET"], Key=f"{key}.lock", Body=b"")
+    with leases_look_stale():
+        assert h.render(f"/images/{image_id}/render?preset=thumb") == key
+
+
+def api_info(h: Harness) -> None:
+    image_id = h.ready_image()
+    response = h.client.http.get(f"/images/{image_id}/info")
+    assert response.status_code == 200, response.body
+    assert json.loads(response.body)["width"] == 900
+
+
+def api_sample(h: Harness) -> None:
+    """The bundled sample photo: rendered into ``~sample/x/``, and identified (no AWS for that)."""
+    assert h.render("/sample/render?preset=thumb").startswith("~sample/x/")
+    response = h.client.http.get("/sample/info")
+    assert response.status_code == 200 and json.loads(response.body)["id"] == "sample", response.body
+
+
+def api_delete_rendered(h: Harness) -> None:
+    """Renders go with their image."""
+    image_id = h.ready_image()
+    h.render(f"/images/{image_id}/render?preset=thumb")
+    response = h.client.http.delete(f"/images/{image_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 204, response.body
+    assert h.keys("IMAGES_BUCKET", f"{image_id}/") == [f"{image_id}/deleted"]
+
+
+# The operations function, invoked directly (lambda:InvokeFunction is its caller's authorisation).
+
+
+def operations_identify(h: Harness) -> None:
+    image_id = h.ready_image()
+    assert h.operation(operation="ping") == {"message": "pong"}
+    dimensions = h.operation(operation="getDimensions", id=image_id)
+    assert (dimensions["width"], dimensions["height"]) == (900, 600), dimensions
+    assert h.operation(operation="identify", id=image_id)["format"] == "JPEG"
+
+
+def operations_render(h: Harness) -> None:
+    """resize, thumbnail and convert: each a render made once, answered as a URL."""
+    image_id = h.ready_image()
+    made = [
+        h.rendered(h.operation(operation="resize", id=image_id, w=300, format="webp")),
+        h.rendered(h.operation(operation="thumbnail", id=image_id)),
+        h.rendered(h.operation(operation="convert", id=image_id, format="png")),
+    ]
+    assert len(set(made)) == 3 and all(k.startswith(f"{image_id}/x/") for k in made), made
+
+
+def operations_render_hit(h: Harness) -> None:
+    image_id = h.ready_image()
+    with h.unenforced():
+        made = h.rendered(h.operation(operation="resize", id=image_id, w=300))
+    with no_decoding():
+        assert h.rendered(h.operation(operation="resize", id=image_id, w=300)) == made
+
+
+def operations_render_inbox_image(h: Harness) -> None:
+    key = h.raw_upload(jpeg(300, 200))
+    with h.unenforced():
+        h.resize(key)
+    image_id, _ = h.only_image()
+    h.rendered(h.operation(operation="thumbnail", id=image_id))
+
+
+def operations_render_original_gone(h: Harness) -> None:
+    """DELETE_ORIGINALS (the original removed by hand): the largest rendition is the source."""
+    image_id = h.ready_image()
+    with h.unenforced():
+        h.admin.delete_object(Bucket=h.env["UPLOAD_BUCKET"], Key=f"uploads/{image_id}")
+    h.rendered(h.operation(operation="convert", id=image_id, format="png"))
+
+
+def operations_lease_takeover(h: Harness) -> None:
+    image_id = h.ready_image()
+    with h.unenforced():
+        key = h.rendered(h.operation(operation="resize", id=image_id, w=200))
+        h.admin.delete_object(Bucket=h.env["IMAGES_BUCKET"], Key=key)
+        h.admin.put_object(Bucket=h.env["IMAGES_BUCKET"], Key=f"{key}.lock", Body=b"")
+    with leases_look_stale():
+        assert h.rendered(h.operation(operation="resize", id=image_id, w=200)) == key
+
+
+def operations_sample(h: Harness) -> None:
+    sample = h.operation(operation="getSample")
+    assert h.rendered(sample).startswith("~sample/x/") and sample["width"], sample
+    assert h.rendered(h.operation(operation="resize", id="sample", w=120)).startswith("~sample/x/")
+
+
+def operations_unknown_image(h: Harness) -> None:
+    from chalicelib import storage
+
+    payload = h.client.lambda_.invoke("operations", {"operation": "identify", "id": storage.new_id()}).payload
+    assert payload["status"] == 404 and payload["error"]["code"] == "not_found", payload
 
 
 def resize_ready(h: Harness) -> None:
@@ -441,6 +659,15 @@ PATHS: dict[str, list[Callable[[Harness], None]]] = {
         api_get_missing,
         api_delete_ready,
         api_delete_pending,
+        api_render_miss,
+        api_render_hit,
+        api_render_signed,
+        api_render_inbox_image,
+        api_render_original_gone,
+        api_render_lease_takeover,
+        api_info,
+        api_sample,
+        api_delete_rendered,
     ],
     "resize": [resize_ready, resize_failed, resize_duplicate, resize_gone, resize_inbox, resize_inbox_failed],
     "reconcile": [
@@ -450,6 +677,16 @@ PATHS: dict[str, list[Callable[[Harness], None]]] = {
         reconcile_orphan,
         reconcile_refuses_a_deleted_images_original,
         reconcile_drains_dead_letters,
+    ],
+    "operations": [
+        operations_identify,
+        operations_render,
+        operations_render_hit,
+        operations_render_inbox_image,
+        operations_render_original_gone,
+        operations_lease_takeover,
+        operations_sample,
+        operations_unknown_image,
     ],
 }
 
@@ -484,6 +721,12 @@ def run_paths(
             boto3.client(
                 "ssm", region_name="us-east-1", aws_access_key_id="admin", aws_secret_access_key="admin"
             ).put_parameter(Name=env["ADMIN_TOKEN_PARAMETER"], Value=ADMIN_TOKEN, Type="SecureString")
+            if env.get("RENDER_SIGNING_KEY_PARAMETER"):  # `make render-key` puts it there
+                boto3.client(
+                    "ssm", region_name="us-east-1", aws_access_key_id="admin", aws_secret_access_key="admin"
+                ).put_parameter(
+                    Name=env["RENDER_SIGNING_KEY_PARAMETER"], Value=RENDER_KEY, Type="SecureString"
+                )
             if env.get("UPLOAD_TOKEN_PARAMETER"):  # a stage that opted in (`make upload-token`)
                 boto3.client(
                     "ssm", region_name="us-east-1", aws_access_key_id="admin", aws_secret_access_key="admin"
@@ -561,6 +804,7 @@ def test_prod_policy_is_dev_policy_for_prod_names(function: str) -> None:
             (env["IMAGES_BUCKET"], "IMAGES"),
             (f"/aws/lambda/{function_names(stage)[function]}", "LOG_GROUP"),
             (f"parameter{env['ADMIN_TOKEN_PARAMETER']}", "PARAMETER"),
+            (f"parameter{env['RENDER_SIGNING_KEY_PARAMETER']}", "RENDER_KEY_PARAMETER"),
             (f"imageshelf-{stage}-resize-dlq", "QUEUE"),
         ):
             text = text.replace(f":{name}", f":{placeholder}")
@@ -580,8 +824,8 @@ def _logs_statement(document: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_policy_shape(stage: str, function: str) -> None:
-    """Only S3 object/bucket actions on this stage's buckets, reading this stage's admin token
-    (the API function only), and logs for this function's own log group (Chalice names the API
+    """Only S3 object/bucket actions on this stage's buckets, reading this stage's admin token and
+    render key (the API function only), and logs for this function's own log group (Chalice names the API
     function ``imageshelf-<stage>``, the others ``...-<name>``)."""
     from tools.deploy import function_names
 
@@ -611,6 +855,11 @@ def test_policy_shape(stage: str, function: str) -> None:
             assert actions == ["ssm:GetParameter"]
             assert resources == [f"arn:aws:ssm:*:*:parameter{env['ADMIN_TOKEN_PARAMETER']}"]
             continue
+        if statement["Sid"] == "ReadRenderKey":  # renders' signatures are checked by the API only
+            assert function == "api_handler"
+            assert actions == ["ssm:GetParameter"]
+            assert resources == [f"arn:aws:ssm:*:*:parameter{env['RENDER_SIGNING_KEY_PARAMETER']}"]
+            continue
         if statement["Sid"] == "ReadUploadToken":  # a stage that opted in (docs/deploy.md)
             assert function == "api_handler"
             assert actions == ["ssm:GetParameter"]
@@ -624,6 +873,10 @@ def test_policy_shape(stage: str, function: str) -> None:
                 assert set(actions) <= {
                     "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:PutObjectTagging"
                 }, statement  # fmt: skip
+        if function == "operations" and {"s3:PutObject", "s3:DeleteObject"} & set(actions):
+            # It writes and deletes renders and their leases, nothing else (both ``{id}/x/`` and
+            # the sample's ``~sample/x/`` match).
+            assert resources == [f"arn:aws:s3:::{env['IMAGES_BUCKET']}/*/x/*"], statement
         if "s3:PutObjectTagging" in actions:  # failed originals, for the lifecycle: those prefixes only
             upload = f"arn:aws:s3:::{env['UPLOAD_BUCKET']}"
             assert function in ("resize", "reconcile") and actions == ["s3:PutObjectTagging"]
@@ -727,3 +980,48 @@ def test_upload_token_needs_exactly_the_documented_statement(
     wrong = {**base, "Statement": [*base["Statement"], elsewhere]}
     assert "upload_with_token" in run_paths("dev", "api_handler", wrong, monkeypatch, project_dir=tmp_path)
     assert '"Sid": "ReadUploadToken"' in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_conditional_requests_are_authorised_as_on_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A render's lease is a conditional PutObject (If-None-Match: *), which S3 authorises as
+    ``s3:PutObject`` alone; taking over a stale lease is a conditional DeleteObject (If-Match: its
+    ETag), which needs ``s3:GetObject`` on the key besides ``s3:DeleteObject`` (AWS's guide to
+    conditional deletes). The harness must hold policies to exactly that."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib import storage
+    from chalicelib.config import Settings
+
+    def settings_of(h: Harness) -> Settings:
+        return Settings(upload_bucket=h.env["UPLOAD_BUCKET"], images_bucket=h.env["IMAGES_BUCKET"])
+
+    def conditional_put(h: Harness) -> None:
+        key = storage.render_key(storage.new_id(), "0" * 32)
+        assert storage.take_render_lease(key, settings_of(h))
+        with pytest.raises(ClientError) as refused:  # the lease is held: 412, not 403
+            storage.s3().put_object(
+                Bucket=h.env["IMAGES_BUCKET"], Key=f"{key}.lock", Body=b"", IfNoneMatch="*"
+            )
+        assert refused.value.response["Error"]["Code"] == "PreconditionFailed"
+
+    def conditional_delete(h: Harness) -> None:
+        lock = f"{storage.render_key(storage.new_id(), '0' * 32)}.lock"
+        with h.unenforced():
+            etag = h.admin.put_object(Bucket=h.env["IMAGES_BUCKET"], Key=lock, Body=b"")["ETag"].strip('"')
+        assert storage.delete_image_object(lock, settings_of(h), etag=etag)
+        assert h.keys("IMAGES_BUCKET", lock) == []
+
+    def grant(*actions: str) -> dict[str, Any]:
+        images = f"arn:aws:s3:::{stage_environment('dev')['IMAGES_BUCKET']}/*/x/*"
+        statements = [{"Sid": f"S{i}", "Effect": "Allow", "Action": a, "Resource": images} for i, a in
+                      enumerate(actions)]  # fmt: skip
+        return {"Version": "2012-10-17", "Statement": statements}
+
+    monkeypatch.setitem(PATHS, "operations", [conditional_put, conditional_delete])
+    put_only = run_paths("dev", "operations", grant("s3:PutObject"), monkeypatch)
+    assert sorted(put_only) == ["conditional_delete"]
+    without_get = run_paths("dev", "operations", grant("s3:DeleteObject"), monkeypatch)
+    assert sorted(without_get) == ["conditional_delete", "conditional_put"]
+    assert "AccessDenied" in without_get["conditional_delete"]
+    both = grant("s3:DeleteObject", "s3:GetObject")
+    assert sorted(run_paths("dev", "operations", both, monkeypatch)) == ["conditional_put"]

@@ -6,8 +6,8 @@ which fixes five places where moto 5.2.5 is not AWS) and dummy credentials. So `
 is the real deployer, packaging the real zip; only AWS is moto. Then every resource is read back
 through the AWS APIs, as an operator would see it.
 
-Steps, in order (one deployment, module-scoped): the first deploy, with an admin token stored
-first; a second deploy with a changed configuration (updates in place); a regional copy in
+Steps, in order (one deployment, module-scoped): the first deploy, with an admin token and a
+render key stored first; a second deploy with a changed configuration (updates in place); a regional copy in
 another region beside it; destroying one, then the other, then the kept buckets.
 
 What this cannot prove (moto does not run it) is in docs/deploy.md, "What the rehearsal proves".
@@ -52,6 +52,7 @@ class Rehearsal:
     project: Path
     moto: MotoServer
     admin_token: str = ""
+    render_key: str = ""
     printed: dict[str, str] = field(default_factory=dict)
 
     def make(self, target: str, **variables: str) -> str:
@@ -96,7 +97,8 @@ class Rehearsal:
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
-    """The project copied, moto started, an admin token stored, then ``make deploy STAGE=dev``."""
+    """The project copied, moto started, an admin token and a render key stored, then
+    ``make deploy STAGE=dev``."""
     folder = tmp_path_factory.mktemp("rehearsal")
     project = folder / "project"
     (project / ".chalice").mkdir(parents=True)
@@ -115,6 +117,8 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
         run = Rehearsal(project, moto)
         run.printed["admin-token"] = run.make("admin-token")
         run.admin_token = run.printed["admin-token"].strip().splitlines()[-1]
+        run.printed["render-key"] = run.make("render-key")
+        run.render_key = run.printed["render-key"].strip().splitlines()[-1]
         run.printed["deploy"] = run.make("deploy")
         yield run
     finally:
@@ -265,17 +269,23 @@ def test_the_environment_is_the_stages_plus_cdn_and_queue_and_holds_no_secret(re
     expected = {**stage_environment(STAGE, rehearsal.project), "PUBLIC_BASE_URL": f"https://{images['DomainName']}",
                 "RESIZE_DLQ_URL": queue}  # fmt: skip
     lam = rehearsal.client("lambda")
-    assert len(rehearsal.admin_token) >= 40
+    assert len(rehearsal.admin_token) >= 40 and len(rehearsal.render_key) >= 40
     for name, fn in functions_of(rehearsal).items():
         assert fn["Environment"]["Variables"] == expected, name
         described = json.dumps(lam.get_function(FunctionName=fn["FunctionName"]), default=str)
-        assert rehearsal.admin_token not in described, name
+        assert rehearsal.admin_token not in described and rehearsal.render_key not in described, name
         assert "ADMIN_TOKEN" not in fn["Environment"]["Variables"]
-    stored = rehearsal.client("ssm").get_parameter(
-        Name=expected["ADMIN_TOKEN_PARAMETER"], WithDecryption=True
-    )
-    assert stored["Parameter"]["Value"] == rehearsal.admin_token
-    assert "deletion is off" not in rehearsal.printed["deploy"]  # the token was stored first
+        assert "RENDER_SIGNING_KEY" not in fn["Environment"]["Variables"]
+    ssm = rehearsal.client("ssm")
+    for variable, value in (
+        ("ADMIN_TOKEN_PARAMETER", rehearsal.admin_token),
+        ("RENDER_SIGNING_KEY_PARAMETER", rehearsal.render_key),
+    ):
+        stored = ssm.get_parameter(Name=expected[variable], WithDecryption=True)["Parameter"]
+        assert (stored["Type"], stored["Value"]) == ("SecureString", value), variable
+    # Both were stored first: deploy has nothing to remind.
+    assert "deletion is off" not in rehearsal.printed["deploy"]
+    assert "make render-key" not in rehearsal.printed["deploy"]
 
 
 def test_images_are_served_by_a_cloudfront_distribution_that_alone_may_read_them(
@@ -319,11 +329,13 @@ def test_the_api_hands_out_cdn_urls_that_never_expire(
     rehearsal: Rehearsal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """moto cannot run the deployed function (its Lambda needs Docker), so the app runs here with
-    exactly the deployed function's environment: upload, resize, then what the API answers."""
+    exactly the deployed function's environment: upload, resize, then what the API answers, the
+    renders it makes on demand (the signed one checked with the key in SSM), and what the
+    operations function answers."""
     from chalice.test import Client
 
     from app import app
-    from chalicelib import auth, storage
+    from chalicelib import auth, operations, storage
     from tests.support import jpeg, s3_event
 
     target = rehearsal.target()
@@ -370,9 +382,32 @@ def test_the_api_hands_out_cdn_urls_that_never_expire(
             image = json.loads(client.http.get(f"/images/{grant['id']}").body)
             listed = json.loads(client.http.get("/images").body)["images"]
             page = client.http.get("/")
+            # Renders on demand: a preset; parameters refused unsigned, and signed with the key
+            # `make render-key` stored; the operations function invoked as an SDK client would.
+            renders = {"preset": client.http.get(f"/images/{grant['id']}/render?preset=thumb")}
+            unsigned = client.http.get(f"/images/{grant['id']}/render?w=300&format=webp")
+            spec = operations.parse({"w": ["300"], "format": ["webp"]})
+            signature = operations.sign(spec, rehearsal.render_key, grant["id"])
+            renders["signed"] = client.http.get(
+                f"/images/{grant['id']}/render?w=300&format=webp&sig={signature}"
+            )
+            operated = client.lambda_.invoke(
+                "operations", {"operation": "thumbnail", "id": grant["id"]}
+            ).payload
     finally:
         storage.reset_clients()
         auth.reset_cache()
+    assert unsigned.status_code == 403, unsigned.body
+    render_urls = [response.headers.get("Location", "") for response in renders.values()]
+    assert [response.status_code for response in renders.values()] == [302, 302], renders
+    for url in [*render_urls, operated.get("url", "")]:
+        parts = urlsplit(url)
+        assert f"{parts.scheme}://{parts.netloc}" == f"https://{images['DomainName']}" and not parts.query, (
+            url
+        )
+        stored = s3.head_object(Bucket=target.images_bucket, Key=unquote(parts.path.lstrip("/")))
+        assert stored["CacheControl"] == "public, max-age=86400", url  # a replaced original renders anew
+    assert len(set(render_urls)) == 2 and operated["url"] not in render_urls, operated
     assert image["status"] == "ready" and len(image["renditions"]) == 2, image
     assert [i for i in listed if i["id"] == grant["id"]] == [image]
     for rendition in image["renditions"]:
@@ -443,6 +478,12 @@ def test_failed_resizes_reach_a_dead_letter_queue_and_alarms_watch_it(rehearsal:
             "AWS/ApiGateway",
             "5XXError",
             {"ApiName": rest_api(rehearsal)["name"], "Stage": "api"},
+            [topic],
+        ),
+        f"{APP_NAME}-{STAGE}-operations-errors": (
+            "AWS/Lambda",
+            "Errors",
+            {"FunctionName": target.function_name("operations")},
             [topic],
         ),
     }
@@ -551,6 +592,9 @@ def test_a_second_region_deploys_beside_the_first(rehearsal: Rehearsal) -> None:
     home_env = functions_of(rehearsal)["api_handler"]["Environment"]["Variables"]
     printed = rehearsal.make("deploy", REGION=OTHER)
     assert f"as the regional copy {STAGE}-{OTHER}" in printed
+    # SSM is regional: the copy has no render key (nor admin token) until one is made there.
+    assert f"make render-key STAGE={STAGE} REGION={OTHER}" in printed
+    assert f"make admin-token STAGE={STAGE} REGION={OTHER}" in printed
     copy = rehearsal.target(OTHER)
     assert (copy.name, copy.upload_bucket, copy.images_bucket) == (
         f"{STAGE}-{OTHER}",
@@ -620,6 +664,8 @@ def test_destroy_removes_what_deploy_made_and_keeps_buckets_holding_images(rehea
 
     printed = rehearsal.make("destroy")
     assert f"kept s3://{home.upload_bucket} and s3://{home.images_bucket}" in printed
+    # The secrets stay (a redeploy keeps its signed render URLs working), and destroy says so.
+    assert f"the render key /imageshelf/{STAGE}/render-key (SSM, {HOME}) is left as it is" in printed
     assert f"make destroy STAGE={STAGE} DELETE_BUCKETS=1" in printed
     assert_gone(rehearsal, home)
     for bucket in (home.upload_bucket, home.images_bucket):

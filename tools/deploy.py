@@ -18,7 +18,8 @@ and ``make package`` run.
    ``log_retention_in_days`` is not used: in Chalice 1.34 it makes ``chalice package
    --pkg-format terraform`` fail, and it names the API function's log group wrongly;
 7. routes the resize function's failed events to the queue, throttles the API stage
-   (``api_throttling``) and creates the alarms (``tools/monitoring.py``).
+   (``api_throttling``) and creates the alarms (``tools/monitoring.py``), the operations
+   function's errors among them.
 
 ``python -m tools.deploy destroy --stage prod [--region eu-west-1] [--delete-buckets]`` removes
 all of that; the buckets, if they hold anything, only with ``--delete-buckets``.
@@ -31,6 +32,10 @@ minutes).
 ``python -m tools.deploy upload-token --stage prod [--region ...]`` does the same for the upload
 token (``UPLOAD_TOKEN_PARAMETER``), for a stage that opted in to upload authorisation
 (docs/deploy.md, "Upload token"): until it runs, that stage refuses every upload.
+
+``python -m tools.deploy render-key --stage prod [--region ...]`` does the same for the key render
+URLs are signed with (``RENDER_SIGNING_KEY_PARAMETER``): until it runs, the stage renders presets
+only; rotating it invalidates every signed render URL handed out before (within five minutes).
 
 ``python -m tools.deploy package --stage dev`` runs ``chalice package --pkg-format terraform`` into
 ``build/dev`` with placeholder credentials: packaging never calls AWS.
@@ -49,7 +54,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from tools import cdn, monitoring
@@ -148,10 +153,29 @@ def set_log_retention(logs: Any, functions: list[str], days: int) -> list[str]:
     return done
 
 
-# The two tokens a stage may keep in SSM: its variable, the parameter's usual name, what it is for.
+class Token(NamedTuple):
+    """A secret a stage may keep in SSM, made by ``make <kind>``, read by the API function."""
+
+    variable: str  # the stage's setting naming the parameter
+    purpose: str  # the parameter's description
+    statement: str  # the API policy's statement that reads it (docs/deploy.md, "IAM")
+    effect: str  # what is off while the parameter does not exist
+
+
+# The secrets a stage may keep in SSM, by the make target (and tools.deploy command) that makes one.
 TOKENS = {
-    "admin-token": ("ADMIN_TOKEN_PARAMETER", "bearer token for DELETE /images/{id}"),
-    "upload-token": ("UPLOAD_TOKEN_PARAMETER", "bearer token for POST /uploads"),
+    "admin-token": Token(
+        "ADMIN_TOKEN_PARAMETER", "bearer token for DELETE /images/{id}", "ReadAdminToken", "deletion is off"
+    ),
+    "upload-token": Token(
+        "UPLOAD_TOKEN_PARAMETER", "bearer token for POST /uploads", "ReadUploadToken", "uploads are refused"
+    ),
+    "render-key": Token(
+        "RENDER_SIGNING_KEY_PARAMETER",
+        "HMAC key of signed render URLs (GET /images/{id}/render)",
+        "ReadRenderKey",
+        "renders other than presets are refused",
+    ),
 }
 
 
@@ -166,15 +190,14 @@ def store_upload_token(ssm: Any, stage: str, project_dir: Path = ROOT) -> tuple[
 
 
 def store_token(ssm: Any, stage: str, kind: str, project_dir: Path = ROOT) -> tuple[str, str]:
-    """A new random ``kind`` token (``TOKENS``) in the stage's SSM parameter: (parameter, token)."""
-    variable, purpose = TOKENS[kind]
-    name = stage_environment(stage, project_dir).get(variable)
+    """A new random ``kind`` secret (``TOKENS``) in the stage's SSM parameter: (parameter, value)."""
+    token_spec = TOKENS[kind]
+    name = stage_environment(stage, project_dir).get(token_spec.variable)
     if not name:
-        statement = "ReadAdminToken" if kind == "admin-token" else "ReadUploadToken"
         raise SystemExit(
-            f"stage {stage} has no {variable} in .chalice/config.json: add one "
+            f"stage {stage} has no {token_spec.variable} in .chalice/config.json: add one "
             f"(/imageshelf/{stage}/{kind}) and grant ssm:GetParameter on it in "
-            f"policy-{stage}-api_handler.json (the {statement} statement, docs/deploy.md)"
+            f"policy-{stage}-api_handler.json (the {token_spec.statement} statement, docs/deploy.md)"
         )
     token = secrets.token_urlsafe(32)
     ssm.put_parameter(
@@ -182,32 +205,26 @@ def store_token(ssm: Any, stage: str, kind: str, project_dir: Path = ROOT) -> tu
         Value=token,
         Type="SecureString",
         Overwrite=True,
-        Description=f"imageshelf {stage}: {purpose}",
+        Description=f"imageshelf {stage}: {token_spec.purpose}",
     )
     return name, token
 
 
-_TOKENS = {
-    # setting -> (make target, what is off until the token exists)
-    "ADMIN_TOKEN_PARAMETER": ("admin-token", "deletion is off"),
-    "UPLOAD_TOKEN_PARAMETER": ("upload-token", "uploads are refused"),
-}
-
-
 def token_hint(ssm: Any, stage: str, setting: str, project_dir: Path = ROOT, region: str = "") -> str | None:
-    """What to do when the stage reads a token from SSM (``setting``) and the parameter is not
-    there yet; None when it is, or when the stage does not use that token."""
+    """What to do when the stage reads a secret from SSM (``setting``, a ``TOKENS`` variable) and the
+    parameter is not there yet; None when it is, or when the stage does not use that secret."""
     name = stage_environment(stage, project_dir).get(setting)
     if not name:
         return None
     from botocore.exceptions import ClientError
 
-    target, effect = _TOKENS[setting]
+    target, token_spec = next((kind, t) for kind, t in TOKENS.items() if t.variable == setting)
     try:
         ssm.get_parameter(Name=name)
     except ssm.exceptions.ParameterNotFound:
         where = f" REGION={region}" if region else ""
-        return f"{effect} until the {target.replace('-', ' ')} exists: make {target} STAGE={stage}{where}"
+        what = target.replace("-", " ")
+        return f"{token_spec.effect} until the {what} exists: make {target} STAGE={stage}{where}"
     except ClientError as error:  # the deploy itself worked: say what is unknown, do not fail
         return f"could not check the {target.replace('-', ' ')} {name} ({error.response['Error']['Code']})"
     return None
@@ -221,6 +238,11 @@ def admin_token_hint(ssm: Any, stage: str, project_dir: Path = ROOT, region: str
 def upload_token_hint(ssm: Any, stage: str, project_dir: Path = ROOT, region: str = "") -> str | None:
     """``token_hint`` for the upload token."""
     return token_hint(ssm, stage, "UPLOAD_TOKEN_PARAMETER", project_dir, region)
+
+
+def render_key_hint(ssm: Any, stage: str, project_dir: Path = ROOT, region: str = "") -> str | None:
+    """``token_hint`` for the render signing key."""
+    return token_hint(ssm, stage, "RENDER_SIGNING_KEY_PARAMETER", project_dir, region)
 
 
 def aws_session(region: str | None = None) -> Any:
@@ -291,10 +313,9 @@ def deploy(stage: str, region: str | None = None, project_dir: Path = ROOT) -> N
     if "rest_api" in resources:
         say(_guard_api(session, found, resources["rest_api"]["rest_api_id"], api_stage, config))
     where = found.region if found.regional_copy else ""
-    for hint in (
-        admin_token_hint(session.client("ssm"), stage, project_dir, where),
-        upload_token_hint(session.client("ssm"), stage, project_dir, where),
-    ):
+    ssm = session.client("ssm")
+    for token_spec in TOKENS.values():
+        hint = token_hint(ssm, stage, token_spec.variable, project_dir, where)
         if hint:
             print(hint)
     print(f"images: {images.base_url}/ (CloudFront distribution {images.id})")
@@ -331,7 +352,7 @@ def _guard_api(
         session.client("cloudwatch"),
         session.client("sns"),
         found.prefix,
-        found.function_name("resize"),
+        found.function_name,
         found.resize_dlq,
         api_name,
         api_stage,
@@ -381,8 +402,8 @@ def destroy(
             f"kept {' and '.join(f's3://{b}' for b in kept)}: {held} uploads or images. "
             f"`make destroy STAGE={stage}{where} DELETE_BUCKETS=1` deletes them with everything in them"
         )
-    for kind, (variable, _) in TOKENS.items():
-        parameter = found.env.get(variable)
+    for kind, token_spec in TOKENS.items():
+        parameter = found.env.get(token_spec.variable)
         if parameter:
             print(
                 f"the {kind.replace('-', ' ')} {parameter} (SSM, {found.region}) is left as it is: "

@@ -334,11 +334,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import boto3
     from chalice.cli.factory import CLIFactory
-    from moto.s3.models import FakeKey, s3_backends
+    from moto.s3.models import s3_backends
 
-    # moto frees an object's buffer as soon as another request replaces it, even while a first
-    # request is still answering with it; S3 has no such race. The garbage collector frees them.
-    FakeKey.dispose = lambda self, garbage=False: None  # type: ignore[method-assign]
+    from tools import moto_patches
+
+    moto_patches.keep_replaced_buffers()
+    moto_patches.atomic_conditional_writes()
 
     s3_url = f"http://{args.host}:{args.s3_port}"
     gallery = f"http://{args.host}:{args.port}"

@@ -6,8 +6,9 @@
   ``sqs:SendMessage`` to that one queue). The queue keeps records 14 days, SQS's maximum; the
   reconciler drains it, reading its URL from ``RESIZE_DLQ_URL``.
 - CloudWatch alarms (``ALARMS``), each notifying the SNS topic ``imageshelf-<name>-alarms``:
-  resize errors, messages in the dead-letter queue, API 5xx answers. docs/deploy.md says what to
-  do when each fires.
+  resize errors, messages in the dead-letter queue, API 5xx answers, errors of the operations
+  function (invoked directly by SDK clients and other services, so no API metric sees them).
+  docs/deploy.md says what to do when each fires.
 - API Gateway stage throttling: the stage's ``api_throttling`` (``rate_limit`` requests per
   second, ``burst_limit``) from ``.chalice/config.json``, on every method of the stage.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ class Alarm:
     statistic: str
     threshold: float
     description: str
+    function: str = ""  # an AWS/Lambda alarm's function, as Chalice names it (resize, operations)
 
 
 ALARMS = (
@@ -48,6 +50,7 @@ ALARMS = (
         1,
         "The resize function failed (an exception or a timeout, not a refused image) at least once "
         "in 5 minutes. See docs/deploy.md, 'Alarms'.",
+        function="resize",
     ),
     Alarm(
         "resize-dlq-depth",
@@ -65,6 +68,16 @@ ALARMS = (
         "Sum",
         5,
         "The API answered 5 or more 5xx responses in 5 minutes. See docs/deploy.md, 'Alarms'.",
+    ),
+    Alarm(
+        "operations-errors",
+        "AWS/Lambda",
+        "Errors",
+        "Sum",
+        1,
+        "The operations function failed (an exception or a timeout, not an answer with an error) at "
+        "least once in 5 minutes. See docs/deploy.md, 'Alarms'.",
+        function="operations",
     ),
 )
 
@@ -115,11 +128,12 @@ def throttle(apigateway: Any, rest_api_id: str, api_stage: str, rate_limit: floa
 
 
 def alarm_dimensions(
-    alarm: Alarm, resize_function: str, queue_name: str, api_name: str, api_stage: str
+    alarm: Alarm, function_name: Callable[[str], str], queue_name: str, api_name: str, api_stage: str
 ) -> list[dict[str, str]]:
-    """What each alarm watches. API Gateway keys a REST API's metrics by its name and stage."""
+    """What each alarm watches; ``function_name`` gives the Lambda name of a function by Chalice's
+    name for it. API Gateway keys a REST API's metrics by its name and stage."""
     if alarm.namespace == "AWS/Lambda":
-        return [{"Name": "FunctionName", "Value": resize_function}]
+        return [{"Name": "FunctionName", "Value": function_name(alarm.function)}]
     if alarm.namespace == "AWS/SQS":
         return [{"Name": "QueueName", "Value": queue_name}]
     return [{"Name": "ApiName", "Value": api_name}, {"Name": "Stage", "Value": api_stage}]
@@ -129,7 +143,7 @@ def ensure_alarms(
     cloudwatch: Any,
     sns: Any,
     prefix: str,
-    resize_function: str,
+    function_name: Callable[[str], str],
     queue_name: str,
     api_name: str,
     api_stage: str,
@@ -143,7 +157,7 @@ def ensure_alarms(
             AlarmDescription=alarm.description,
             Namespace=alarm.namespace,
             MetricName=alarm.metric,
-            Dimensions=alarm_dimensions(alarm, resize_function, queue_name, api_name, api_stage),
+            Dimensions=alarm_dimensions(alarm, function_name, queue_name, api_name, api_stage),
             Statistic=alarm.statistic,
             Period=PERIOD_SECONDS,
             EvaluationPeriods=1,

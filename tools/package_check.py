@@ -6,7 +6,9 @@ boto3. What can go wrong without anyone noticing until the first upload fails in
 - Pillow was built from source against this machine's libjpeg/zlib (no wheel for the Python
   version, or a platform mismatch), so ``import PIL`` dies in Lambda with a missing ``.so``;
 - the API function imports Pillow at start (slow cold starts, more memory);
-- the zip carries things Lambda provides or never needs (boto3, tests, a virtualenv).
+- the zip carries things Lambda provides or never needs (boto3, tests, a virtualenv);
+- a function the app declares (the API, an event handler, a pure function such as ``operations``)
+  is missing from the Terraform, runs another handler, or shares a role or lacks its policy.
 
 ``python -m tools.package_check build/dev`` checks all of it; ``--measure`` also times the resize of
 a 24 MP JPEG and a ~20 MB PNG with the zip's own Pillow (the numbers in docs/deploy.md).
@@ -35,6 +37,17 @@ NOT_IN_ZIP = ("boto3/", "botocore/", "s3transfer/", "tests/", ".venv/", "bench/"
 # libde265 bundled in pi_heif.libs/ and loaded from there. A real iPhone photo for the smoke test:
 HEIF_LIBS = ("libheif", "libde265")
 HEIC_SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "iphone-arrow.heic"
+# What the functions run: the app, the pipeline, on-demand renders and the sample photo they serve.
+REQUIRED_IN_ZIP = (
+    "app.py",
+    "chalicelib/imaging.py",
+    "chalicelib/storage.py",
+    "chalicelib/renders.py",
+    "chalicelib/transform.py",
+    "chalicelib/microservice.py",
+    "chalicelib/sample.jpg",
+    "chalice/app.py",
+)
 
 
 def zip_problems(zip_path: Path) -> list[str]:
@@ -63,7 +76,7 @@ def zip_problems(zip_path: Path) -> list[str]:
     ]
     problems += [f"{n} is not built for {PYTHON_TAG} x86_64 Linux" for n in wrong_abi]
     problems += _heif_problems(zip_path)
-    for required in ("app.py", "chalicelib/imaging.py", "chalicelib/storage.py", "chalice/app.py"):
+    for required in REQUIRED_IN_ZIP:
         if required not in names:
             problems.append(f"{required} is missing")
     problems += [f"{n} should not be in the zip" for n in names if n.startswith(NOT_IN_ZIP)]
@@ -101,6 +114,8 @@ report = {"sys_path": sys.path}
 if mode == "smoke":
     import app  # what the API function does at cold start
     report["api_loaded_pil"] = "PIL" in sys.modules
+    report["functions"] = ["api_handler", *(s.name for s in app.app.event_sources),
+                           *(f.name for f in app.app.pure_lambda_functions)]
     from chalicelib import imaging
     from PIL import Image
     out = imaging.fit(open(path, "rb").read(), (64, 64))
@@ -108,6 +123,14 @@ if mode == "smoke":
     report["pil_file"] = Image.__file__
     report["fit"] = {"width": out.width, "height": out.height, "content_type": out.content_type,
                      "decoded": [check.format, check.size[0], check.size[1]]}
+    # An on-demand render (chalicelib/transform.py) in each format it may write, with the zip's codecs.
+    from chalicelib import operations, transform
+    report["render"] = {}
+    for fmt in ("jpeg", "png", "webp", "avif"):
+        spec = operations.parse_query(f"w=32&format={fmt}&filter=sepia")
+        out = transform.render(open(path, "rb").read(), spec)
+        check = Image.open(io.BytesIO(out.data))
+        report["render"][fmt] = [check.format, check.size[0], check.size[1]]
     if len(sys.argv) > 3:  # a HEIC, through the pi-heif plugin imaging registers
         out = imaging.fit(open(sys.argv[3], "rb").read(), (64, 64))
         check = Image.open(io.BytesIO(out.data))
@@ -193,6 +216,29 @@ def terraform_functions(tf: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return tf["resource"]["aws_lambda_function"]
 
 
+def terraform_problems(tf: dict[str, Any], declared: list[str]) -> list[str]:
+    """What is wrong with the Terraform's functions, given those the app declares (the smoke
+    report's ``functions``): each must be there, run its own handler, and have a role of its own
+    carrying a policy; nothing else may be there."""
+    functions = terraform_functions(tf)
+    policies = tf["resource"].get("aws_iam_role_policy", {})
+    problems = []
+    for name in declared:
+        fn = functions.get(name)
+        if fn is None:
+            problems.append(f"the app declares function {name}, which chalice.tf.json does not deploy")
+            continue
+        handler = "app.app" if name == "api_handler" else f"app.{name}"
+        if fn.get("handler") != handler:
+            problems.append(f"function {name} runs {fn.get('handler')}, not {handler}")
+        if fn.get("role") != f"${{aws_iam_role.{name}_role.arn}}" or f"{name}_role" not in policies:
+            problems.append(f"function {name} has no role of its own with its policy file")
+    problems += [
+        f"chalice.tf.json deploys {n}, which the app does not declare" for n in functions if n not in declared
+    ]
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("build", type=Path, help="the folder `chalice package` wrote (build/<stage>)")
@@ -214,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         samples = make_samples(Path(tmp), large=args.measure)
         report = run_clean(task, "smoke", samples.pop("small"), heic=HEIC_SAMPLE)
         problems += library_problems(report)
+        problems += terraform_problems(tf, report["functions"])
+        print(f"functions the app declares: {', '.join(report['functions'])}")
         print(f"fit() from the zip in a clean interpreter: {report['fit']}; HEIC: {report.get('heic')}")
+        print(f"renders from the zip: {report['render']}")
         for name, image in samples.items():
             timing = run_clean(task, "measure", image)
             print(

@@ -1,5 +1,6 @@
 """Backfill: ``python -m tools.reprocess`` (``make reprocess``) redoes images processed before today's
-settings, so they get a placeholder and the RENDITION_FORMATS copies (WebP, AVIF) of each rendition.
+settings, so they get a placeholder, their details (GET /images/{id}/info) and the RENDITION_FORMATS
+copies (WebP, AVIF) of each rendition.
 
 Idempotent: an image already processed with today's settings is skipped, so a second run does
 nothing and an interrupted run picks up where it stopped. Each image is re-rendered from its

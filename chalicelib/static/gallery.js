@@ -910,6 +910,12 @@
 
   let current = null;
   let openerId = null;
+  const stage = $("lightbox-stage");
+  const lightboxImage = $("lightbox-image");
+  const VIEW_SIDES = (config.viewSides || []).slice().sort((a, b) => a - b);
+  // The photo shown and its render: the rendition shown first (the fallback), whether it has
+  // loaded, and the view-<N> side last asked for (a side is asked for once per showing).
+  let view = { id: null, fallback: "", ready: false, asked: 0, shown: 0, loader: null };
 
   function readyIds() {
     return Array.from(grid.children)
@@ -924,6 +930,69 @@
     $("lightbox-close").focus();
   }
 
+  // The original's size in pixels, upright, or null if unknown.
+  function ownSize(image) {
+    const original = image.original || {};
+    return original.width > 0 && original.height > 0 ? [original.width, original.height] : null;
+  }
+
+  // The stage's content box: the room the photo has.
+  function stageBox() {
+    const style = getComputedStyle(stage);
+    return [
+      stage.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight),
+      stage.clientHeight - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom),
+    ];
+  }
+
+  // The photo whole inside the stage (CSS contain), at most at its own size (a pixel to a CSS
+  // pixel), whatever the rendition or render shown: sized in pixels, so the swap to a render of
+  // another size moves nothing.
+  function fitImage() {
+    const entry = current !== null && entries.get(current);
+    if (!entry || !entry.image) return;
+    const largest = renditionsOf(entry.image).slice(-1)[0];
+    const [width, height] = ownSize(entry.image) || [largest.width, largest.height];
+    const [boxWidth, boxHeight] = stageBox();
+    if (!(boxWidth > 0 && boxHeight > 0 && width > 0 && height > 0)) return;
+    const scale = Math.min(boxWidth / width, boxHeight / height, 1);
+    lightboxImage.style.width = `${Math.max(1, Math.floor(width * scale))}px`;
+    lightboxImage.style.height = `${Math.max(1, Math.floor(height * scale))}px`;
+  }
+
+  // The view-<N> preset for this photo on this screen: the smallest N covering the viewport's
+  // width and the stage's height in device pixels, or the original's long side when that is less
+  // (a render is never enlarged); the largest preset when none covers. Presets, because a stage
+  // with a signing key serves only those unsigned.
+  function viewSide(image) {
+    if (!VIEW_SIDES.length) return 0;
+    const need = Math.max(window.innerWidth, stageBox()[1]) * (window.devicePixelRatio || 1);
+    const own = ownSize(image);
+    const target = own ? Math.min(need, Math.max(own[0], own[1])) : need;
+    return VIEW_SIDES.find((side) => side >= target) || VIEW_SIDES[VIEW_SIDES.length - 1];
+  }
+
+  // Once the rendition shows, load the render that fits the screen (format=auto: AVIF or WebP
+  // where the browser takes them) and swap it in when decoded, so nothing blanks; a render that
+  // fails leaves the rendition. Again when the stage grows (a larger side), never for a smaller.
+  function upgrade() {
+    const id = current;
+    const entry = id !== null && entries.get(id);
+    if (!lightbox.open || !entry || !entry.image || view.id !== id || !view.ready) return;
+    const side = viewSide(entry.image);
+    if (!side || side <= view.asked) return;
+    view.asked = side;
+    const url = `images/${encodeURIComponent(id)}/render?preset=view-${side}`;
+    const loader = new Image();
+    view.loader = loader;
+    loader.src = url;
+    loader.decode().then(() => {
+      if (view.loader !== loader || current !== id) return;
+      view.shown = side;
+      lightboxImage.setAttribute("src", url);
+    }, () => { /* no render: the rendition stays */ });
+  }
+
   function show(id) {
     const entry = entries.get(id);
     if (!entry || !entry.image) return;
@@ -931,12 +1000,20 @@
     const image = entry.image;
     const renditions = renditionsOf(image);
     const largest = renditions[renditions.length - 1];
-    const img = $("lightbox-image");
+    const img = lightboxImage;
+    view = { id, fallback: largest.url, ready: false, asked: 0, shown: 0, loader: null };
     img.removeAttribute("src"); // drop the previous photo at once rather than show it under the new name
     img.setAttribute("width", largest.width);
     img.setAttribute("height", largest.height);
     img.setAttribute("alt", filenameOf(image));
     img.setAttribute("src", largest.url);
+    // Until it loads, the tile's thumbnail (already here) stretched in its place, not a blank.
+    const tile = entry.card.querySelector("a.tile img");
+    const thumb = tile && tile.complete && tile.naturalWidth > 0 ? tile.currentSrc : "";
+    // (A URL as the browser writes it has no quote or newline; anything odd is left out.)
+    if (thumb && !img.complete && !/["\\\s]/.test(thumb)) img.style.setProperty("background-image", `url("${thumb}")`);
+    else img.style.removeProperty("background-image");
+    fitImage();
     const original = image.original || {};
     $("lightbox-title").textContent = filenameOf(image);
     $("lightbox-dims").textContent = original.width ? `${original.width} × ${original.height} px` : "";
@@ -951,6 +1028,9 @@
     $("lightbox-message").textContent = "";
     resetConfirm($("lightbox-delete"), "Delete");
     $("lightbox-delete").hidden = !adminToken;
+    closeMenu(false);
+    fillDownloads(image);
+    if (!detailsPanel.hidden) loadDetails(id);
     // Warm the neighbours so arrow keys feel instant.
     for (const near of [ids[index - 1], ids[index + 1]]) {
       const other = near && entries.get(near);
@@ -975,11 +1055,257 @@
   function closeLightbox() {
     if (!lightbox.open) return;
     const entry = entries.get(current) || entries.get(openerId);
+    closeMenu(false);
     lightbox.close();
-    $("lightbox-image").removeAttribute("src");
+    lightboxImage.removeAttribute("src");
+    view = { id: null, fallback: "", ready: false, asked: 0, shown: 0, loader: null };
     current = null;
     const target = entry && entry.card.isConnected && entry.card.querySelector("a.tile");
     (target || grid).focus();
+  }
+
+  // --- lightbox: the Download menu ----------------------------------------------------------
+
+  // A menu button (aria-haspopup="menu") over a list of links, as the WAI-ARIA menu button pattern
+  // has it: Enter, Space or Down opens it on its first item, Up on its last; Up, Down, Home and End
+  // move; Escape closes it and returns to the button; Tab, a click elsewhere or a choice close it.
+  const menuButton = $("download-button");
+  const menu = $("download-menu");
+  const menuAnchor = menu.parentElement;
+  let menuClosedByPointer = false;
+
+  const menuItems = () => Array.from(menu.querySelectorAll('[role="menuitem"]')).filter((item) => !item.closest("[hidden]"));
+
+  function openMenu(last) {
+    menu.hidden = false;
+    menuButton.setAttribute("aria-expanded", "true");
+    const items = menuItems();
+    const item = last ? items[items.length - 1] : items[0];
+    if (item) item.focus();
+  }
+
+  function closeMenu(refocus) {
+    if (menu.hidden) return;
+    menu.hidden = true;
+    menuButton.setAttribute("aria-expanded", "false");
+    if (refocus) menuButton.focus();
+  }
+
+  // The links of this photo: the largest rendition (the API offers no original to download: its
+  // label says what it is) and the converted copies, made by the stage's format presets.
+  function fillDownloads(image) {
+    const largest = renditionsOf(image).slice(-1)[0];
+    const original = image.original || {};
+    const own = ownSize(image);
+    const link = $("download-largest");
+    const formatName = (type) => config.formatLabels[type] || type || "";
+    if (original.url) { // should the API ever offer the original itself
+      link.setAttribute("href", original.url);
+      $("download-largest-label").textContent = "Original";
+      $("download-largest-hint").textContent = own ? `${own[0]} × ${own[1]} ${formatName(original.format)}` : formatName(original.format);
+    } else {
+      link.setAttribute("href", largest.url);
+      $("download-largest-label").textContent = "Largest size";
+      $("download-largest-hint").textContent = `${largest.width} × ${largest.height} ${formatName(largest.content_type)}, opens in a new tab`;
+    }
+    const boxes = new Map((config.downloads || []).map((d) => [d.preset, d.box]));
+    for (const item of menu.querySelectorAll("[data-preset]")) {
+      const preset = item.dataset.preset;
+      item.setAttribute("href", `images/${encodeURIComponent(image.id)}/render?preset=${encodeURIComponent(preset)}`);
+      const box = boxes.get(preset);
+      const hint = item.querySelector(".menu-hint");
+      if (own && box) {
+        const scale = Math.min(box[0] / own[0], box[1] / own[1], 1);
+        hint.textContent = `${Math.round(own[0] * scale)} × ${Math.round(own[1] * scale)}, converted`;
+      }
+    }
+  }
+
+  function setupMenu() {
+    menuButton.addEventListener("click", () => (menu.hidden ? openMenu(false) : closeMenu(true)));
+    menuButton.addEventListener("keydown", (event) => {
+      if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+      event.preventDefault();
+      event.stopPropagation();
+      openMenu(event.key === "ArrowUp");
+    });
+    menuAnchor.addEventListener("keydown", (event) => {
+      if (menu.hidden) return;
+      if (event.key === "Escape") {
+        event.preventDefault(); // not the dialog's Escape: only the menu closes
+        event.stopPropagation();
+        closeMenu(true);
+        return;
+      }
+      if (!menu.contains(event.target)) return;
+      const items = menuItems();
+      const index = items.indexOf(document.activeElement);
+      const moves = {
+        ArrowDown: items[(index + 1) % items.length],
+        ArrowUp: items[(index - 1 + items.length) % items.length],
+        Home: items[0],
+        End: items[items.length - 1],
+      };
+      if (event.key in moves) {
+        event.preventDefault();
+        event.stopPropagation(); // not the lightbox's arrows
+        if (moves[event.key]) moves[event.key].focus();
+      } else if (event.key === "ArrowLeft" || event.key === "ArrowRight") {
+        event.stopPropagation(); // the menu is open: the arrows do not change the photo
+      } else if (event.key === " ") {
+        event.preventDefault(); // Space chooses, as in menus (a link alone takes only Enter)
+        document.activeElement.click();
+      } else if (event.key === "Tab") {
+        closeMenu(false);
+      }
+    });
+    menu.addEventListener("click", (event) => {
+      if (event.target.closest('[role="menuitem"]')) closeMenu(true);
+    });
+    // Focus gone elsewhere (a screen reader's cursor, a click on another button): closed.
+    menuAnchor.addEventListener("focusout", (event) => {
+      if (event.relatedTarget && !menuAnchor.contains(event.relatedTarget)) closeMenu(false);
+    });
+    // A click outside closes the menu, and does nothing else if it fell beside the photo.
+    lightbox.addEventListener("pointerdown", (event) => {
+      menuClosedByPointer = !menu.hidden && !menuAnchor.contains(event.target);
+      if (menuClosedByPointer) closeMenu(false);
+    }, true);
+  }
+
+  // --- lightbox: the details panel ----------------------------------------------------------
+
+  // GET /images/{id}/info when the panel opens (and for each photo shown while it is open), one
+  // request per photo; facts are written as text into the rows of templates/gallery.html.
+  const detailsPanel = $("lightbox-details");
+  const detailsToggle = $("lightbox-details-toggle");
+  const detailsStatus = $("lightbox-details-status");
+  const detailsCache = new Map(); // id -> the info answer's promise (failures are not kept)
+  const takenFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" });
+  const dayFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeZone: "UTC" });
+
+  function setDetails(open) {
+    detailsPanel.hidden = !open;
+    detailsToggle.setAttribute("aria-expanded", open ? "true" : "false");
+    if (open && current !== null) loadDetails(current);
+  }
+
+  function detailsOf(id) {
+    if (!detailsCache.has(id)) {
+      const asked = api(`images/${encodeURIComponent(id)}/info`);
+      detailsCache.set(id, asked);
+      asked.catch(() => detailsCache.delete(id)); // asked again next time
+    }
+    return detailsCache.get(id);
+  }
+
+  async function loadDetails(id) {
+    for (const row of detailsPanel.querySelectorAll("[data-fact]")) row.hidden = true;
+    detailsStatus.textContent = "Loading details…";
+    let info;
+    try {
+      info = await detailsOf(id);
+    } catch (error) {
+      if (current === id) detailsStatus.textContent = detailsError(error);
+      return;
+    }
+    if (current !== id || detailsPanel.hidden) return;
+    detailsStatus.textContent = "";
+    fillDetails(info || {}, entries.has(id) ? entries.get(id).image : null);
+  }
+
+  function detailsError(error) {
+    if (error.code === "image_pending") return "The details are not ready yet: the photo is still being processed.";
+    if (error.code === "image_failed") return "This photo could not be processed, so it has no details.";
+    if (error.code === "not_found") return words("not_found");
+    if (error.code === "network") return words("network");
+    return "The details couldn't be loaded. Please try again in a moment.";
+  }
+
+  function setFact(name, text) {
+    const row = detailsPanel.querySelector(`[data-fact="${name}"]`);
+    row.hidden = !text;
+    if (text && name !== "location") (row.querySelector("time") || row.querySelector("dd")).textContent = text;
+    return row;
+  }
+
+  function fillDetails(info, image) {
+    const camera = info.camera && typeof info.camera === "object" ? info.camera : {};
+    setFact("camera", cameraName(camera));
+    setFact("lens", text(camera.lens));
+    const taken = takenAt(camera.taken_at);
+    const row = setFact("taken", taken.text);
+    if (taken.datetime) row.querySelector("time").setAttribute("datetime", taken.datetime);
+    else row.querySelector("time").removeAttribute("datetime");
+    // Each part kept on one line (no-break spaces), the line broken only between parts.
+    setFact("exposure", [exposureTime(camera.exposure_time), fNumber(camera.f_number),
+      camera.iso ? `ISO ${number(camera.iso)}` : "", focalLength(camera.focal_length)]
+      .filter(Boolean).map((part) => part.replace(/ /g, "\u00a0")).join(", "));
+    const own = (image && ownSize(image)) || [];
+    const width = info.width || own[0];
+    const height = info.height || own[1];
+    setFact("dimensions", width && height ? `${width} × ${height} px` : "");
+    const format = config.formatLabels[info.format] || text(info.format);
+    const frames = Number(info.frames) > 1 ? `, ${plural(Number(info.frames), "frame", "frames")}` : "";
+    setFact("format", format ? format + frames : "");
+    setFact("location", info.has_location === true ? "yes" : "");
+  }
+
+  // --- lightbox: words for EXIF values (numbers or strings, whichever the API sends) --------
+
+  const text = (value) => (typeof value === "string" || typeof value === "number" ? String(value).trim() : "");
+
+  // An EXIF rational may come as a number, "1/160", or [numerator, denominator].
+  function number(value) {
+    if (Array.isArray(value)) return value.length === 2 && value[1] ? value[0] / value[1] : number(value[0]);
+    if (typeof value === "string" && /^\s*\d+(\.\d+)?\s*\/\s*\d+(\.\d+)?\s*$/.test(value)) {
+      const [numerator, denominator] = value.split("/").map(Number);
+      return denominator ? numerator / denominator : NaN;
+    }
+    return typeof value === "string" || typeof value === "number" ? Number(value) : NaN;
+  }
+
+  const short = (value, digits) => String(Number(value.toFixed(digits)));
+
+  // "Canon PowerShot G1 X Mark II", not "Canon Canon PowerShot G1 X Mark II".
+  function cameraName(camera) {
+    const make = text(camera.make);
+    const model = text(camera.model);
+    if (!model) return make;
+    const brand = make.split(/[\s,]+/)[0].toLowerCase();
+    return make && !model.toLowerCase().startsWith(brand) ? `${make} ${model}` : model;
+  }
+
+  function exposureTime(value) {
+    const seconds = number(value);
+    if (!(seconds > 0)) return "";
+    const inverse = 1 / seconds;
+    if (seconds < 1 && Math.abs(inverse - Math.round(inverse)) <= 0.05 * inverse) return `1/${Math.round(inverse)} s`;
+    return `${short(seconds, seconds < 0.1 ? 3 : 1)} s`;
+  }
+
+  function fNumber(value) {
+    const f = number(value);
+    return f > 0 ? `f/${short(f, 1)}` : "";
+  }
+
+  function focalLength(value) {
+    const mm = number(value);
+    return mm > 0 ? `${short(mm, 1)} mm` : "";
+  }
+
+  // EXIF dates have no time zone: the camera's clock is shown as it was, not converted.
+  function takenAt(value) {
+    const raw = text(value);
+    const match = /^(\d{4})[:-](\d{2})[:-](\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?)?/.exec(raw);
+    if (!match) return { text: raw, datetime: "" };
+    const [, y, mo, d, h, mi, s] = match;
+    const date = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h || 0), Number(mi || 0), Number(s || 0)));
+    if (Number.isNaN(date.getTime())) return { text: raw, datetime: "" };
+    const day = `${y}-${mo}-${d}`;
+    return h === undefined
+      ? { text: dayFormat.format(date), datetime: day }
+      : { text: takenFormat.format(date), datetime: `${day}T${h}:${mi}:${s || "00"}` };
   }
 
   function setupLightbox() {
@@ -994,10 +1320,38 @@
     $("lightbox-prev").addEventListener("click", () => step(-1));
     $("lightbox-next").addEventListener("click", () => step(1));
     $("lightbox-close").addEventListener("click", closeLightbox);
+    detailsToggle.addEventListener("click", () => setDetails(detailsPanel.hidden));
     lightbox.addEventListener("keydown", (event) => {
       if (event.key === "ArrowLeft") { event.preventDefault(); step(-1); }
       if (event.key === "ArrowRight") { event.preventDefault(); step(1); }
+      if ((event.key === "i" || event.key === "I") && !event.ctrlKey && !event.metaKey && !event.altKey
+        && !menu.contains(event.target)) {
+        setDetails(detailsPanel.hidden);
+      }
     });
+    // The rendition first, then the render (see upgrade); a render that fails to show: the rendition.
+    lightboxImage.addEventListener("load", () => {
+      lightboxImage.style.removeProperty("background-image"); // a transparent photo shows no thumbnail through
+      view.ready = true;
+      upgrade();
+    });
+    lightboxImage.addEventListener("error", () => {
+      if (!lightboxImage.getAttribute("src")) return;
+      lightboxImage.style.removeProperty("background-image");
+      view.ready = true;
+      if (view.shown && view.fallback) {
+        view.shown = 0;
+        lightboxImage.setAttribute("src", view.fallback);
+      } else {
+        upgrade();
+      }
+    });
+    // The window, the details panel or the bar changed the room the photo has.
+    new ResizeObserver(() => {
+      if (!lightbox.open) return;
+      fitImage();
+      upgrade();
+    }).observe(stage);
     // Swipe left or right on a touch screen, as in phone photo apps.
     let touchX = null;
     lightbox.addEventListener("touchstart", (event) => { touchX = event.touches[0].clientX; }, { passive: true });
@@ -1006,14 +1360,19 @@
       touchX = null;
       if (Math.abs(dx) > 50) step(dx < 0 ? 1 : -1);
     });
-    // A click on the dark area around the photo closes, as in most photo viewers.
+    setupMenu();
+    // A click on the dark area around the photo closes, as in most photo viewers (unless it
+    // only closed the Download menu).
     lightbox.addEventListener("click", (event) => {
-      if (event.target === lightbox || event.target.classList.contains("lightbox-stage")) closeLightbox();
+      if (menuClosedByPointer) { menuClosedByPointer = false; return; }
+      if (event.target === lightbox || event.target === stage) closeLightbox();
     });
     // Escape would close the modal <dialog> natively; closing it ourselves also places focus.
+    // With the Download menu open, Escape closes only the menu.
     lightbox.addEventListener("cancel", (event) => {
       event.preventDefault();
-      closeLightbox();
+      if (!menu.hidden) closeMenu(true);
+      else closeLightbox();
     });
     $("lightbox-delete").addEventListener("click", (event) => {
       confirmThen(event.currentTarget, "Delete", "Really delete?", async () => {
