@@ -32,6 +32,7 @@ import struct
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import cast
@@ -146,13 +147,21 @@ def render(data: bytes, boxes: Sequence[tuple[int, int]], limits: Limits = Limit
     clock = Stopwatch(timings)
     with clock("decode"):
         opened = _open(data, limits)  # 1. open and check every limit
-    try:
+    with decoding(opened):
         if _is_animation(opened):
             info, out = opened.info, _render_animation(opened, boxes, clock)
         else:
             info, out = _render_still(opened, data, boxes, clock, alternates)
         with clock("encode"):
             return replace(info, placeholder=_placeholder(out)), out
+
+
+@contextmanager
+def decoding(opened: _Opened) -> Iterator[None]:
+    """Work on an opened image: any failure but an ImageshelfError becomes ``corrupt_image`` (a
+    stable code, never a traceback), and the file is closed whatever happens."""
+    try:
+        yield
     except ImageshelfError:
         raise
     except (MemoryError, Image.DecompressionBombError) as exc:

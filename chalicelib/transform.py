@@ -38,7 +38,6 @@ from typing import Any, cast
 from PIL import Image, ImageCms, ImageFilter, ImageOps
 
 from . import formats, imaging, operations
-from .errors import ImageshelfError
 from .formats import Format
 from .shrink import Box
 
@@ -89,20 +88,10 @@ def render(data: bytes, spec: operations.Spec, limits: imaging.Limits = DEFAULT_
     ``corrupt_image`` for damage found while decoding; ``internal_error`` if encoding fails).
     """
     opened = imaging._open(data, limits)
-    try:
+    with imaging.decoding(opened):
         if imaging._is_animation(opened) and spec.format in ANIMATED_OUTPUTS:
             return _render_animation(opened, spec)
         return _render_still(opened, data, spec)
-    except ImageshelfError:
-        raise
-    except (MemoryError, Image.DecompressionBombError) as exc:
-        raise ImageshelfError(
-            "corrupt_image", f"The image could not be decoded within memory limits ({exc})."
-        ) from None
-    except Exception as exc:
-        raise imaging._corrupt(opened.info.format, exc) from None
-    finally:
-        opened.im.close()
 
 
 def identify(
@@ -120,7 +109,7 @@ def identify(
     otherwise the original is decoded at reduced scale. Same limits and errors as ``render``.
     """
     opened = imaging._open(data, limits)
-    try:
+    with imaging.decoding(opened):
         im, fmt = opened.im, opened.info.format
         # A PNG's eXIf chunk may follow the pixels: read only if they are decoded here (with
         # ``pixels`` such a PNG reports no camera; a camera's PNG is rare, and it keeps the cost).
@@ -151,16 +140,6 @@ def identify(
             "has_location": _has_location(exif) if exif is not None else False,
             "dominant_color": colour,
         }
-    except ImageshelfError:
-        raise
-    except (MemoryError, Image.DecompressionBombError) as exc:
-        raise ImageshelfError(
-            "corrupt_image", f"The image could not be decoded within memory limits ({exc})."
-        ) from None
-    except Exception as exc:
-        raise imaging._corrupt(opened.info.format, exc) from None
-    finally:
-        opened.im.close()
 
 
 # ---------------------------------------------------------------------------------------------
