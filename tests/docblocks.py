@@ -2,8 +2,8 @@
 
 Used by ``tests/test_docs.py`` (its docstring says how blocks are marked and run):
 
-- :func:`extract` reads a Markdown file's fenced blocks with their line numbers, info strings and
-  ``<!-- docs-test: ... -->`` markers;
+- :func:`collect` gathers every doc file's blocks; :func:`extract` reads one Markdown file's
+  fenced blocks with their line numbers, info strings and ``<!-- docs-test: ... -->`` markers;
 - :func:`localize` is the one place where a block's text is changed before it runs: the
   documented addresses of ``make run`` become those of the stack under test;
 - :func:`json_values`, :func:`api_errors` and :func:`s3_errors` read what a block printed;
@@ -146,6 +146,23 @@ def extract(path: Path, root: Path | None = None) -> list[Block]:
     if pending:
         raise MarkdownError(f"{shown}:{pending[0]}: marker not followed by a code block")
     return blocks
+
+
+def doc_files(root: Path) -> list[Path]:
+    """The Markdown a user reads: the README, then docs/*.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def collect(root: Path) -> tuple[list[Block], list[str]]:
+    """Every block of every doc file under ``root``, and what is malformed in them."""
+    blocks: list[Block] = []
+    problems: list[str] = []
+    for path in doc_files(root):
+        try:
+            blocks.extend(extract(path, root))
+        except MarkdownError as error:
+            problems.append(str(error))
+    return blocks, problems
 
 
 def localize(text: str, api_url: str, s3_url: str) -> str:

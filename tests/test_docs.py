@@ -16,7 +16,9 @@ never copied here, so an example that is wrong in the docs fails here.
 **Markers**, an HTML comment on the line before the fence (the reader never sees it), for the
 blocks that do not run here; each shows up as a skipped test with its reason:
 
-- ``<!-- docs-test: needs-aws -->``: needs a real AWS account (deploy, delete, the SSM token);
+- ``<!-- docs-test: needs-aws -->``: needs an AWS account (deploy, destroy, the SSM secrets, the
+  operations function): ``tests/test_docs_aws.py`` runs these as printed against moto's server,
+  in the deploy rehearsal's harness;
 - ``<!-- docs-test: skip <reason> -->``: anything else, with the reason (e.g. ``make run`` is the
   stack every e2e test runs; ``make test`` is this suite).
 
@@ -77,6 +79,7 @@ from tests.docblocks import (
     MarkdownError,
     S3Referee,
     api_errors,
+    collect,
     extract,
     json_values,
     localize,
@@ -95,22 +98,7 @@ ADMIN_TOKEN = "change-me"  # the README's `ADMIN_TOKEN=change-me make run`
 BLOCK_TIMEOUT = 60  # seconds; the slowest example (a folder import, waited for) takes a few
 
 
-def doc_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
-
-
-def collect() -> tuple[list[Block], list[str]]:
-    blocks: list[Block] = []
-    problems: list[str] = []
-    for path in doc_files():
-        try:
-            blocks.extend(extract(path, ROOT))
-        except MarkdownError as error:
-            problems.append(str(error))
-    return blocks, problems
-
-
-BLOCKS, PROBLEMS = collect()
+BLOCKS, PROBLEMS = collect(ROOT)
 
 
 # --- what the examples assume exists ------------------------------------------------------------

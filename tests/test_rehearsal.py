@@ -2,9 +2,10 @@
 
 A copy of the project (what a user checks out, with this virtualenv) runs the real Makefile
 targets in a subprocess, with ``AWS_ENDPOINT_URL`` pointing at moto's server (``tests/moto_server``,
-which fixes five places where moto 5.2.5 is not AWS) and dummy credentials. So ``chalice deploy``
+which fixes six places where moto 5.2.5 is not AWS) and dummy credentials. So ``chalice deploy``
 is the real deployer, packaging the real zip; only AWS is moto. Then every resource is read back
-through the AWS APIs, as an operator would see it.
+through the AWS APIs, as an operator would see it, and the deployed zip runs on the events AWS
+would send it (moto's server runs a function's package: its fix 6).
 
 Steps, in order (one deployment, module-scoped): the first deploy, with an admin token and a
 render key stored first; a second deploy with a changed configuration (updates in place); a regional copy in
@@ -20,8 +21,8 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,18 +32,15 @@ from urllib.parse import unquote, urlsplit
 import boto3
 import pytest
 
-from tests.moto_server import MotoServer
+from tests.moto_server import MotoServer, copy_project
 from tools import cdn
 from tools.deployment import APP_NAME, Deployment, deployment, regional_policy
-from tools.provision import ROOT, stage_environment
+from tools.provision import stage_environment
 from tools.stack import free_port
 
 pytestmark = pytest.mark.deploy
 
 STAGE, HOME, OTHER = "dev", "us-east-1", "eu-west-1"
-# What a user checks out and `make deploy` reads (tests, docs and the rest are not needed).
-PROJECT = ("Makefile", "app.py", "chalicelib", "tools", "vendor", "requirements.txt",
-           "requirements-dev.txt", "constraints.txt", "pyproject.toml")  # fmt: skip
 
 
 @dataclass
@@ -100,19 +98,8 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
     """The project copied, moto started, an admin token and a render key stored, then
     ``make deploy STAGE=dev``."""
     folder = tmp_path_factory.mktemp("rehearsal")
-    project = folder / "project"
-    (project / ".chalice").mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in PROJECT:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, project / name, ignore=ignore)
-        elif source.exists():
-            shutil.copy2(source, project / name)  # mtimes kept: make compares them
-    for source in [ROOT / ".chalice" / "config.json", *(ROOT / ".chalice").glob("policy-*.json")]:
-        shutil.copy2(source, project / ".chalice" / source.name)
-    (project / ".venv").symlink_to(ROOT / ".venv", target_is_directory=True)
-    moto = MotoServer(free_port(), folder / "moto.log")
+    project = copy_project(folder / "project")
+    moto = MotoServer(free_port(), folder / "moto.log", run_functions=True)
     try:
         run = Rehearsal(project, moto)
         run.printed["admin-token"] = run.make("admin-token")
@@ -328,8 +315,8 @@ def test_images_are_served_by_a_cloudfront_distribution_that_alone_may_read_them
 def test_the_api_hands_out_cdn_urls_that_never_expire(
     rehearsal: Rehearsal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """moto cannot run the deployed function (its Lambda needs Docker), so the app runs here with
-    exactly the deployed function's environment: upload, resize, then what the API answers, the
+    """The app run here, through Chalice's test client (to read every answer), with exactly the
+    deployed function's environment: upload, resize, then what the API answers, the
     renders it makes on demand (the signed one checked with the key in SSM), and what the
     operations function answers."""
     from chalice.test import Client
@@ -418,6 +405,50 @@ def test_the_api_hands_out_cdn_urls_that_never_expire(
         stored = s3.head_object(Bucket=target.images_bucket, Key=unquote(parts.path.lstrip("/")))
         assert "immutable" in stored["CacheControl"]
     assert f"https://{images['DomainName']}" in page.headers["Content-Security-Policy"]
+
+
+def invoke(run: Rehearsal, function: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The deployed ``function`` invoked as an SDK client would; its answer, failing on a function error."""
+    answer = run.client("lambda").invoke(
+        FunctionName=run.target().function_name(function), Payload=json.dumps(event)
+    )
+    payload: dict[str, Any] = json.load(answer["Payload"])
+    assert "FunctionError" not in answer, (function, payload)
+    return payload
+
+
+def test_the_deployed_package_runs_on_real_events(rehearsal: Rehearsal) -> None:
+    """The zip `chalice deploy` uploaded, run by moto's server (its fix 6) on events AWS makes:
+    S3's notification of an upload invokes the resize function, which makes the image; the API
+    function then answers API Gateway's event for the list, and the reconcile function its schedule's."""
+    from chalice.local import LambdaEventConverter, RouteMatcher
+
+    from app import app
+    from tests.support import jpeg
+
+    target, s3 = rehearsal.target(), rehearsal.client("s3")
+    s3.put_object(
+        Bucket=target.upload_bucket, Key="uploads/holiday/harbour at dawn.jpg", Body=jpeg(1200, 800)
+    )
+    gateway = LambdaEventConverter(RouteMatcher(list(app.routes)))
+    deadline = time.monotonic() + 60
+    while True:  # S3 notifies after it answered the upload, as AWS does
+        answer = invoke(rehearsal, "api_handler", gateway.create_lambda_event("GET", "/images", {}))
+        assert answer["statusCode"] == 200, answer
+        listed = json.loads(answer["body"])["images"]
+        images = [i for i in listed if i.get("original", {}).get("filename") == "harbour at dawn.jpg"]
+        if (images and images[0]["status"] != "processing") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert images and images[0]["status"] == "ready", listed
+    assert [(r["width"], r["height"]) for r in images[0]["renditions"]] == [(400, 267), (1200, 800)]
+    for rendition in images[0]["renditions"]:
+        key = unquote(urlsplit(rendition["url"]).path.lstrip("/"))
+        assert s3.head_object(Bucket=target.images_bucket, Key=key)["ContentType"] == "image/jpeg"
+    scheduled = {"version": "0", "id": "rehearsal", "detail-type": "Scheduled Event", "source": "aws.events",
+                 "account": "123456789012", "time": "2026-12-01T00:00:00Z", "region": HOME,
+                 "resources": [], "detail": {}}  # fmt: skip
+    invoke(rehearsal, "reconcile", scheduled)
 
 
 def test_failed_resizes_reach_a_dead_letter_queue_and_alarms_watch_it(rehearsal: Rehearsal) -> None:
