@@ -66,7 +66,7 @@ from tools.deployment import (
     resolve,
     stage_config,
 )
-from tools.provision import ROOT, bucket_region, delete_originals, provision, stage_environment, stage_origins
+from tools.provision import ROOT, bucket_region, provision, stage_environment, stage_origins
 
 
 def chalice_command() -> list[str]:
@@ -96,6 +96,7 @@ def chalice_env(project_dir: Path) -> dict[str, str]:
 
 def package(stage: str, out: Path, project_dir: Path = ROOT) -> Path:
     """``chalice package --pkg-format terraform`` into ``out``; returns ``out``."""
+    out = out.absolute()  # a relative ``out`` is the caller's, not the project's (Chalice's cwd)
     if out.exists():
         shutil.rmtree(out)
     env = {k: v for k, v in chalice_env(project_dir).items() if not k.startswith("AWS_")}
@@ -325,13 +326,7 @@ def deploy(stage: str, region: str | None = None, project_dir: Path = ROOT) -> N
 
 def _buckets(s3: Any, found: Deployment, origins: list[str]) -> list[str]:
     """Provision the deployment's buckets, with CORS for the stage's origins and ``origins``."""
-    return provision(
-        s3,
-        found.upload_bucket,
-        found.images_bucket,
-        stage_origins(found.env, origins),
-        delete_originals=delete_originals(found.env),
-    )
+    return provision(s3, found.upload_bucket, found.images_bucket, stage_origins(found.env, origins))
 
 
 def _guard_api(

@@ -51,15 +51,12 @@ def stage_environment(stage: str, project_dir: Path = ROOT) -> dict[str, str]:
     return {**config.get("environment_variables", {}), **stages[stage].get("environment_variables", {})}
 
 
-def provision(
-    s3: Any, upload_bucket: str, images_bucket: str, origins: list[str], *, delete_originals: bool = False
-) -> list[str]:
+def provision(s3: Any, upload_bucket: str, images_bucket: str, origins: list[str]) -> list[str]:
     """Make both buckets private, encrypted and CORS-enabled for ``origins``; returns what it did.
 
     With no origins the CORS rules are left as they are: a first deploy does not know the
-    gallery's origin yet (see ``tools/deploy.py``). ``delete_originals`` (the stage's
-    ``DELETE_ORIGINALS``) no longer changes the lifecycle: failed originals expire by their tag
-    in every stage.
+    gallery's origin yet (see ``tools/deploy.py``). Failed originals expire by their tag in every
+    stage, whatever its ``DELETE_ORIGINALS``.
     """
     done = []
     for bucket in (upload_bucket, images_bucket):
@@ -205,18 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     target = resolve(args.stage, s3.meta.region_name, s3)
     origins = stage_origins(target.env, args.origin)
     print(f"provisioning stage {args.stage} in {s3.meta.region_name}")
-    for line in provision(
-        s3, target.upload_bucket, target.images_bucket, origins, delete_originals=delete_originals(target.env)
-    ):
+    for line in provision(s3, target.upload_bucket, target.images_bucket, origins):
         print(line)
     if not origins:
         print("no ALLOWED_ORIGINS yet: `make deploy` adds the API's origin once it exists")
     return 0
-
-
-def delete_originals(env: dict[str, str]) -> bool:
-    """The stage's DELETE_ORIGINALS, read as ``chalicelib/config.py`` reads it."""
-    return env.get("DELETE_ORIGINALS", "false").strip().lower() in ("1", "true", "yes", "on")
 
 
 def stage_origins(env: dict[str, str], extra: list[str] | tuple[str, ...] = ()) -> list[str]:
