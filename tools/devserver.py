@@ -399,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
 
     threading.Thread(target=reconcile_loop, name="reconciler", daemon=True).start()
     quiet_access_log()  # polls, listings, assets at debug level; ACCESS_LOG=debug shows them
+    from chalice.local import ChaliceRequestHandler
+
+    # Chalice sends a response's headers and body in two writes. On a kept-alive connection
+    # (a browser's, a client's Session) Nagle's algorithm holds the body back until the client's
+    # delayed ACK: about 40 ms added to every answer. TCP_NODELAY sends it at once.
+    ChaliceRequestHandler.disable_nagle_algorithm = True
     server = factory.create_local_server(app_obj, config, args.host, args.port)
 
     def stop(signum: int, frame: Any) -> None:
