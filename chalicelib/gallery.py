@@ -198,6 +198,9 @@ def downloads(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+# The types a tile offers before its JPEG/PNG, in <source> elements (RENDITION_FORMATS' alternates).
+ALTERNATE_TYPES = tuple(f.mime for name in ("AVIF", "WEBP") for f in formats.FORMATS if f.name == name)
+
 # The values of the card template that shows every state (the script clones that one).
 _EVERY_STATE: dict[str, Any] = {
     "id": "",
@@ -207,8 +210,7 @@ _EVERY_STATE: dict[str, Any] = {
     "href": "",
     "src": "",
     "srcset": "",
-    "srcset_avif": "",
-    "srcset_webp": "",
+    "sources": [{"type": t, "srcset": ""} for t in ALTERNATE_TYPES],
     "width": "",
     "height": "",
     "sizes": "",
@@ -238,6 +240,21 @@ def srcset(renditions: list[dict[str, Any]], content_type: str) -> str:
     return ", ".join(f"{url(r)} {r['width']}w" for r in renditions)
 
 
+def source_types(renditions: list[dict[str, Any]]) -> list[str]:
+    """``ALTERNATE_TYPES``, the smaller first for this image: a browser takes the first <source>
+    type it can show, so that one should be the smaller. Compared on the thumbnail (the first of
+    ``renditions``, the size a tile shows on most screens), then on all sizes; AVIF wins a tie.
+    A size stored in no such type counts as its JPEG/PNG."""
+
+    def size(r: dict[str, Any], content_type: str) -> int:
+        found = [f["bytes"] for f in r.get("formats") or [] if f["content_type"] == content_type]
+        return found[0] if found else int(r.get("bytes") or 0)
+
+    return sorted(
+        ALTERNATE_TYPES, key=lambda t: (size(renditions[0], t), sum(size(r, t) for r in renditions))
+    )
+
+
 def card(image: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
     """The values templates/card.html fills one image's tile with (static/gallery.js computes the
     same in ``buildCard`` for images it meets later; the markup itself is only in the template)."""
@@ -255,8 +272,7 @@ def card(image: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
             href=largest["url"],
             src=thumb["url"],
             srcset=srcset(renditions, ""),
-            srcset_avif=srcset(renditions, "image/avif"),
-            srcset_webp=srcset(renditions, "image/webp"),
+            sources=[{"type": t, "srcset": srcset(renditions, t)} for t in source_types(renditions)],
             width=thumb["width"],
             height=thumb["height"],
             sizes=tile_sizes(thumb["width"], thumb["height"]),

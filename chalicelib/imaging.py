@@ -51,11 +51,14 @@ from .timing import Stopwatch
 JPEG_QUALITY = 82  # lowest quality whose median SSIM on the bench corpus reaches 0.98 at 400 px
 WEBP_QUALITY = 82  # animated renditions (lossy WebP with alpha)
 # Alternate formats of still renditions (RENDITION_FORMATS), each at the quality whose median SSIM
-# on the bench corpus's 400 px thumbnails equals JPEG q82's (0.985; ``python -m bench.formats``).
+# on the bench corpus equals JPEG q82's at that size (0.985 at 400 px and at 1600 px;
+# ``python -m bench.formats``), so an AVIF or WebP is never a worse picture than its JPEG. Above
+# AVIF_FAST_PIXELS both need a higher quality (AVIF also encodes at its faster speed there).
 ALTERNATE_QUALITY = {"WEBP": 87, "AVIF": 68}
+ALTERNATE_QUALITY_LARGE = {"WEBP": 88, "AVIF": 76}
 WEBP_METHOD = 4  # method 6 is 1.7x slower for 3% fewer bytes
-# libaom speed: 6 is 37% smaller than JPEG at 400 px in ~55 ms on one core; at 1600 px it takes
-# ~0.7 s, so renditions above AVIF_FAST_PIXELS use speed 8 (~0.2 s, still 25% smaller than JPEG).
+# libaom speed: 6 is 36% smaller than JPEG at 400 px in ~55 ms on one core; at 1600 px it takes
+# ~0.7 s, so renditions above AVIF_FAST_PIXELS use speed 8 (~0.13 s, 18% smaller than JPEG).
 AVIF_SPEED, AVIF_FAST_SPEED, AVIF_FAST_PIXELS = 6, 8, 500_000
 # Headroom kept above the target size before the final Lanczos pass, for JPEG DCT scaling, libwebp
 # scaling and the box-filter reduce(). Against a full-decode Lanczos reference on the corpus, 1.5
@@ -921,12 +924,12 @@ def _encode_alternate(im: Image.Image, name: str) -> bytes:
         im = im.convert("RGBA" if im.mode == "LA" and _has_alpha(im) else "RGB")
     elif im.mode == "RGBA" and not _has_alpha(im):
         im = im.convert("RGB")
-    quality = ALTERNATE_QUALITY[name]
+    large = im.width * im.height > AVIF_FAST_PIXELS
+    quality = (ALTERNATE_QUALITY_LARGE if large else ALTERNATE_QUALITY)[name]
     if name == "WEBP":
         return _save(im, "WEBP", quality=quality, method=WEBP_METHOD, alpha_quality=100, exact=False)
     if name == "AVIF":
-        speed = AVIF_FAST_SPEED if im.width * im.height > AVIF_FAST_PIXELS else AVIF_SPEED
-        return _save(im, "AVIF", quality=quality, speed=speed)
+        return _save(im, "AVIF", quality=quality, speed=AVIF_FAST_SPEED if large else AVIF_SPEED)
     raise ValueError(f"no alternate encoder for {name}")
 
 

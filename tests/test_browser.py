@@ -957,6 +957,33 @@ def test_chromium_downloads_the_avif_of_a_thumbnail(desktop: Any, stack: Stack) 
     assert formats["image/avif"] < formats["image/webp"] < formats["image/jpeg"] == thumb["bytes"]
 
 
+def test_chromium_downloads_the_webp_when_it_is_the_smaller(
+    desktop: Any, stack: Stack, tmp_path: Path
+) -> None:
+    """For a flat picture the WebP thumbnail is smaller than the AVIF: the tile offers it first,
+    and Chromium, which shows both, downloads it, in a tile the page drew and in one the script
+    drew for an upload from this tab."""
+    page, _ = desktop
+    flat = jpeg(800, 600)
+    drawn_by_page, drawn_by_script = f"flat-{tag()}.jpg", f"flat-{tag()}.jpg"
+    upload_many(stack, [(drawn_by_page, flat)])
+    page.reload()
+    path = tmp_path / drawn_by_script
+    path.write_bytes(flat)
+    page.set_input_files("#file-input", [str(path)])
+    for name in (drawn_by_page, drawn_by_script):
+        ready = wait_ready(page, name, timeout=30_000)
+        expect(ready.locator("a.tile")).to_have_class(re.compile(r"\bis-loaded\b"))
+        current = ready.locator("a.tile img").evaluate("(i) => i.currentSrc")
+        assert current.split("?")[0].endswith(".webp"), (name, current)
+    image = next(
+        i for i in requests.get(f"{stack.url}/images?limit=10", timeout=10).json()["images"]
+        if i["original"]["filename"] == drawn_by_page
+    )  # fmt: skip
+    formats = {f["content_type"]: f["bytes"] for f in image["renditions"][0]["formats"]}
+    assert formats["image/webp"] < formats["image/avif"] < formats["image/jpeg"]
+
+
 def test_an_iphone_heic_uploads_from_the_gallery(desktop: Any, tmp_path: Path) -> None:
     """A real iPhone HEIC (tests/data/README.md) picked in the gallery: granted, uploaded, shown."""
     page, _ = desktop

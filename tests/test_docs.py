@@ -278,6 +278,57 @@ def report(block: Block, script: str, result: subprocess.CompletedProcess[str], 
     )
 
 
+def answer_schema(value: Any) -> str | None:
+    """The openapi.yaml schema a ```json example shows an answer of, by its shape (None for the
+    other examples: requests, IAM statements, configuration)."""
+    if not isinstance(value, dict):
+        return None
+    keys = set(value)
+    if keys == {"error"}:
+        return "Error"
+    if {"id", "method", "expires_at"} <= keys:
+        return "UploadGrant"
+    if {"images", "next_cursor"} <= keys:
+        return "ImagePage"
+    if {"id", "status", "original"} <= keys:
+        return "Image"
+    if {"id", "format", "mode", "has_location"} <= keys:
+        return "ImageInfo"
+    return None
+
+
+def documented_schema_errors(value: Any, schema: str) -> list[str]:
+    """Why an example does not match openapi.yaml's ``schema`` ([] if it does). Formats are not
+    checked: examples shorten URLs to "…"."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    from chalicelib import openapi
+
+    base = "urn:imageshelf:openapi"
+    registry = Registry().with_resource(base, Resource(openapi.from_yaml(), specification=DRAFT202012))
+    validator = Draft202012Validator({"$ref": f"{base}#/components/schemas/{schema}"}, registry=registry)
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(value)
+    ]
+
+
+def test_an_outdated_example_answer_fails() -> None:
+    """An Image example written before renditions listed their formats no longer matches."""
+    image = {
+        "id": "ybqvqv0176g13t2gkef2", "status": "ready", "created_at": "2026-11-23T13:04:59.864Z",
+        "original": {"filename": "cat.jpg", "content_type": "image/jpeg", "bytes": 15629, "width": 1200,
+                     "height": 800, "format": "JPEG", "frames": 1},
+        "renditions": [{"name": "thumb", "url": "…", "width": 400, "height": 267,
+                        "content_type": "image/jpeg", "bytes": 1490, "frames": 1}],
+    }  # fmt: skip
+    assert answer_schema(image) == "Image"
+    assert any("'formats' is a required property" in e for e in documented_schema_errors(image, "Image"))
+    image["renditions"][0]["formats"] = [{"content_type": "image/jpeg", "url": "…", "bytes": 1490}]
+    assert documented_schema_errors(image, "Image") == []
+
+
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.where for b in BLOCKS])
 def test_block(block: Block, request: pytest.FixtureRequest) -> None:
     if block.marker == "needs-aws":
@@ -292,9 +343,13 @@ def test_block(block: Block, request: pytest.FixtureRequest) -> None:
         return
     if block.kind == "json":
         try:
-            parse_json_block(block.text)
+            value = parse_json_block(block.text)
         except ValueError as error:
             pytest.fail(f"{block.where}: a ```json block that is not JSON: {error}\n{block.text}")
+        schema = answer_schema(value)
+        if schema:
+            errors = documented_schema_errors(value, schema)
+            assert not errors, f"{block.where}: this example {schema} does not match openapi.yaml: {errors}"
         return
     assert block.kind in ("shell", "python"), (
         f"{block.where}: a ```{block.lang} block: tests/test_docs.py does not know how to check it; "

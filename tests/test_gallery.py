@@ -686,3 +686,21 @@ def test_a_tile_offers_avif_and_webp_sources_before_its_jpeg() -> None:
     assert sources["image/avif"] == "t.avif 400w, l.avif 1200w"
     # the large one has no WebP: that source falls back to its JPEG
     assert sources["image/webp"] == f"t.webp 400w, {large['url']} 1200w"
+
+
+@pytest.mark.parametrize(
+    ("avif", "webp", "first"),
+    [(900, 1200, "image/avif"), (1500, 1100, "image/webp"), (1000, 1000, "image/avif")],
+)
+def test_the_smaller_of_avif_and_webp_is_offered_first(avif: int, webp: int, first: str) -> None:
+    """A browser takes the first <source> type it can show: that must be the smaller file for
+    this image, which for some pictures is the WebP (AVIF wins a tie)."""
+    shown = image()
+    large, thumb = shown["renditions"]
+    thumb["formats"] = [
+        {"content_type": "image/avif", "url": "t.avif", "bytes": avif},
+        {"content_type": "image/webp", "url": "t.webp", "bytes": webp},
+    ]
+    large["formats"] = [{"content_type": "image/avif", "url": "l.avif", "bytes": 5000}]
+    types = [s["type"] for s in Page(render(shown).body).find("source") if s.get("srcset")]
+    assert types[0] == first and sorted(types) == ["image/avif", "image/webp"]

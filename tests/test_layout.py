@@ -449,12 +449,26 @@ def test_without_javascript_the_photos_are_whole_in_rows(browser: Any, shelf: St
 
 def shot_for_docs(page: Any, name: str) -> None:
     """A screenshot in test-artifacts/, copied to docs/ (dithered, under 280 KB) only when
-    ``UPDATE_SCREENSHOTS`` is set, so a test run leaves the checkout clean."""
-    from tests.test_docs import save_for_docs
+    ``UPDATE_SCREENSHOTS`` is set, so a test run leaves the checkout clean. The docs' copy must
+    still show the top of today's page (bar, hint, layout switch), as tests/test_docs.py checks
+    for docs/gallery.png."""
+    from PIL import Image
+
+    from tests.test_docs import TOLERANCE, changed_pixels, save_for_docs
 
     shot(page, name)
     if os.environ.get("UPDATE_SCREENSHOTS"):
         save_for_docs(ARTIFACTS / name, DOCS / name)
+    grid = page.locator("#grid").bounding_box()
+    assert grid is not None
+    with Image.open(ARTIFACTS / name) as now, Image.open(DOCS / name) as shown:
+        assert shown.size == now.size, f"docs/{name} is {shown.size}, the page {now.size}"
+        changed, where = changed_pixels(now, shown, int(grid["y"]))
+    assert changed <= TOLERANCE, (
+        f"docs/{name} no longer shows the top of the page as it is: {changed} pixels differ, within "
+        f"{where} (today's: {ARTIFACTS / name}). Retake it: UPDATE_SCREENSHOTS=1 .venv/bin/python -m "
+        "pytest tests/test_layout.py -k screenshots"
+    )
 
 
 def test_screenshots_of_both_layouts(browser: Any, shelf: Stack) -> None:

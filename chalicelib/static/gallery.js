@@ -210,9 +210,12 @@
       link.setAttribute("title", name);
       const img = card.querySelector("a.tile img");
       img.setAttribute("srcset", srcsetOf(renditions, ""));
-      for (const source of link.querySelectorAll("source")) {
-        source.setAttribute("srcset", srcsetOf(renditions, source.getAttribute("type")));
-      }
+      const sources = link.querySelectorAll("source");
+      const types = Array.from(sources, (source) => source.getAttribute("type"));
+      sourceTypes(renditions, types).forEach((type, index) => {
+        sources[index].setAttribute("type", type);
+        sources[index].setAttribute("srcset", srcsetOf(renditions, type));
+      });
       img.setAttribute("src", thumb.url);
       img.setAttribute("width", thumb.width);
       img.setAttribute("height", thumb.height);
@@ -252,6 +255,21 @@
     const loaded = () => link.classList.toggle("is-loaded", img.complete && img.naturalWidth > 0);
     img.addEventListener("load", loaded);
     loaded();
+  }
+
+  // The <source> types of a tile (AVIF and WebP, as the card template has them), the smaller for
+  // this image first, as gallery.source_types orders them: a browser takes the first <source>
+  // type it can show. On the thumbnail, then on all sizes.
+  function sourceTypes(renditions, types) {
+    const size = (r, type) => {
+      const found = (r.formats || []).find((f) => f.content_type === type);
+      return found ? found.bytes : r.bytes || 0;
+    };
+    const key = (type) => [size(renditions[0], type), renditions.reduce((sum, r) => sum + size(r, type), 0)];
+    return types.slice().sort((a, b) => {
+      const [ka, kb] = [key(a), key(b)];
+      return ka[0] - kb[0] || ka[1] - kb[1];
+    });
   }
 
   // A <source type=...>'s srcset: each size in that type where it is stored in it, else in its
