@@ -232,12 +232,12 @@ def tile_sizes(width: int, height: int) -> str:
 def srcset(renditions: list[dict[str, Any]], content_type: str) -> str:
     """The ``srcset`` of a ``<source type=content_type>`` over the renditions: each size in that
     type where it is stored in it, else in its own JPEG/PNG ("": the <img>'s own, JPEG/PNG only)."""
+    return ", ".join(f"{(_stored(r, content_type) or r)['url']} {r['width']}w" for r in renditions)
 
-    def url(r: dict[str, Any]) -> str:
-        found = [f["url"] for f in r.get("formats") or [] if f["content_type"] == content_type]
-        return found[0] if found else r["url"]
 
-    return ", ".join(f"{url(r)} {r['width']}w" for r in renditions)
+def _stored(rendition: dict[str, Any], content_type: str) -> dict[str, Any] | None:
+    """The rendition's entry in ``formats`` for ``content_type``, or None if it is not stored so."""
+    return next((f for f in rendition.get("formats") or [] if f["content_type"] == content_type), None)
 
 
 def source_types(renditions: list[dict[str, Any]]) -> list[str]:
@@ -247,8 +247,7 @@ def source_types(renditions: list[dict[str, Any]]) -> list[str]:
     A size stored in no such type counts as its JPEG/PNG."""
 
     def size(r: dict[str, Any], content_type: str) -> int:
-        found = [f["bytes"] for f in r.get("formats") or [] if f["content_type"] == content_type]
-        return found[0] if found else int(r.get("bytes") or 0)
+        return int((_stored(r, content_type) or r).get("bytes") or 0)
 
     return sorted(
         ALTERNATE_TYPES, key=lambda t: (size(renditions[0], t), sum(size(r, t) for r in renditions))

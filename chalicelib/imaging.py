@@ -52,8 +52,8 @@ JPEG_QUALITY = 82  # lowest quality whose median SSIM on the bench corpus reache
 WEBP_QUALITY = 82  # animated renditions (lossy WebP with alpha)
 # Alternate formats of still renditions (RENDITION_FORMATS), each at the quality whose median SSIM
 # on the bench corpus equals JPEG q82's at that size (0.985 at 400 px and at 1600 px;
-# ``python -m bench.formats``), so an AVIF or WebP is never a worse picture than its JPEG. Above
-# AVIF_FAST_PIXELS both need a higher quality (AVIF also encodes at its faster speed there).
+# ``python -m bench.formats``), so on the corpus an AVIF or WebP is as good a picture as its JPEG.
+# Above AVIF_FAST_PIXELS both need a higher quality (AVIF also encodes at its faster speed there).
 ALTERNATE_QUALITY = {"WEBP": 87, "AVIF": 68}
 ALTERNATE_QUALITY_LARGE = {"WEBP": 88, "AVIF": 76}
 WEBP_METHOD = 4  # method 6 is 1.7x slower for 3% fewer bytes

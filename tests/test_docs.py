@@ -301,14 +301,10 @@ def documented_schema_errors(value: Any, schema: str) -> list[str]:
     """Why an example does not match openapi.yaml's ``schema`` ([] if it does). Formats are not
     checked: examples shorten URLs to "…"."""
     from jsonschema import Draft202012Validator
-    from referencing import Registry, Resource
-    from referencing.jsonschema import DRAFT202012
 
-    from chalicelib import openapi
+    from tests.test_openapi import BASE, REGISTRY
 
-    base = "urn:imageshelf:openapi"
-    registry = Registry().with_resource(base, Resource(openapi.from_yaml(), specification=DRAFT202012))
-    validator = Draft202012Validator({"$ref": f"{base}#/components/schemas/{schema}"}, registry=registry)
+    validator = Draft202012Validator({"$ref": f"{BASE}#/components/schemas/{schema}"}, registry=REGISTRY)
     return [
         f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(value)
     ]

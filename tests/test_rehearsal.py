@@ -437,7 +437,7 @@ def test_the_deployed_package_runs_on_real_events(rehearsal: Rehearsal) -> None:
         assert answer["statusCode"] == 200, answer
         listed = json.loads(answer["body"])["images"]
         images = [i for i in listed if i.get("original", {}).get("filename") == "harbour at dawn.jpg"]
-        if (images and images[0]["status"] != "processing") or time.monotonic() > deadline:
+        if (images and images[0]["status"] != "pending") or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert images and images[0]["status"] == "ready", listed
